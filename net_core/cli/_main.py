@@ -1,0 +1,33 @@
+"""Parser construction and dispatch for the ``net`` command."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from net_core._version import __version__
+from net_core.cli import _plugins
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``net`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="net",
+        description="Net: an event transport for AI and runtime workloads.",
+    )
+    parser.add_argument("--version", action="version", version=f"net-core {__version__}")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    _plugins.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``net`` command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    status: int = func(args)
+    return status
