@@ -1,15 +1,43 @@
 """RedEX: the append-only log of net-core.
 
 A RedEX file is a per-channel, append-only sequence of events, each identified by a
-gap-free ``seq`` and verified by a 28-bit checksum; persistent files live on local disk
-in a manifest + generation-directory layout that is byte-compatible with the reference
-implementation (``ai2070-net`` 0.18), so Python and Rust nodes share files.
+gap-free ``seq`` and verified by a 28-bit checksum. Heap-only files live in memory;
+persistent files live on local disk in a manifest + generation-directory layout that is
+byte-compatible with the reference implementation (``ai2070-net`` 0.18), so Python and
+Rust nodes share files.
 
 This package owns the on-disk format (pure codecs in ``_format``), the open-time recovery
-planner (``_recovery``) and, as it grows, the file layer, the manager, tails, retention
-and compaction. The codecs and planners never do I/O; the file layer wraps them.
+planner (``_recovery``), the persistent store (``_store``: recovery, appends with
+rollback, compaction through the manifest flip), the file (``_file``: columns, retention,
+fsync policy), tails (``_tail``) and the manager (``_manager``). Codecs and planners
+never do I/O; the store is the only module that touches the disk.
+
+Quick start::
+
+    from net_core.redex import Redex
+
+    redex = Redex("/var/lib/net")
+    log = redex.open_file("events/clicks", persistent=True,
+                          retention={"count": {"max_events": 1_000_000}})
+    seq = log.append(b"hello")
+    first = log.append_batch([b"a", b"b"])
+    events = log.read_range(0, log.next_seq)
 """
 
+from net_core.redex._config import RedexFileConfig
+from net_core.redex._errors import (
+    FsyncError,
+    LaggedError,
+    PayloadTooLargeError,
+    PoisonedError,
+    RedexClosedError,
+    RedexConfigConflictError,
+    RedexIOError,
+    SegmentOffsetOverflowError,
+    SeqOutOfRangeError,
+    SeqSpaceExhaustedError,
+)
+from net_core.redex._file import OrderedAppender, RedexEvent, RedexFile
 from net_core.redex._format import (
     ChannelNameError,
     IdxRecord,
@@ -20,14 +48,32 @@ from net_core.redex._format import (
     entry_checksum,
     validate_channel_name,
 )
+from net_core.redex._manager import Redex
+from net_core.redex._tail import RedexTail
 
 __all__ = [
     "ChannelNameError",
+    "FsyncError",
     "IdxRecord",
     "IdxRecordError",
+    "LaggedError",
     "Manifest",
     "ManifestError",
+    "OrderedAppender",
+    "PayloadTooLargeError",
+    "PoisonedError",
+    "Redex",
+    "RedexClosedError",
+    "RedexConfigConflictError",
+    "RedexEvent",
+    "RedexFile",
+    "RedexFileConfig",
     "RedexFormatError",
+    "RedexIOError",
+    "RedexTail",
+    "SegmentOffsetOverflowError",
+    "SeqOutOfRangeError",
+    "SeqSpaceExhaustedError",
     "entry_checksum",
     "validate_channel_name",
 ]
