@@ -37,7 +37,7 @@ from net_core.redex._errors import (
     SeqOutOfRangeError,
     SeqSpaceExhaustedError,
 )
-from net_core.redex._file import OrderedAppender, RedexEvent, RedexFile
+from net_core.redex._file import OrderedAppender, RedexEvent, RedexEvents, RedexFile
 from net_core.redex._format import (
     ChannelNameError,
     IdxRecord,
@@ -48,14 +48,17 @@ from net_core.redex._format import (
     entry_checksum,
     validate_channel_name,
 )
+from net_core.redex._index import Insert, RedexIndex, Remove
 from net_core.redex._manager import Redex
 from net_core.redex._tail import RedexTail
+from net_core.redex._typed import RedexDecodeError, TypedRedexFile
 
 __all__ = [
     "ChannelNameError",
     "FsyncError",
     "IdxRecord",
     "IdxRecordError",
+    "Insert",
     "LaggedError",
     "Manifest",
     "ManifestError",
@@ -65,15 +68,20 @@ __all__ = [
     "Redex",
     "RedexClosedError",
     "RedexConfigConflictError",
+    "RedexDecodeError",
     "RedexEvent",
+    "RedexEvents",
     "RedexFile",
     "RedexFileConfig",
     "RedexFormatError",
     "RedexIOError",
+    "RedexIndex",
     "RedexTail",
+    "Remove",
     "SegmentOffsetOverflowError",
     "SeqOutOfRangeError",
     "SeqSpaceExhaustedError",
+    "TypedRedexFile",
     "entry_checksum",
     "validate_channel_name",
 ]

@@ -31,7 +31,7 @@ import time
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Final, Literal, final
+from typing import TYPE_CHECKING, Any, Final, Literal, final, overload
 
 from net_core.redex._config import RedexFileConfig
 from net_core.redex._errors import (
@@ -52,7 +52,12 @@ from net_core.redex._format import (
     MAX_U32,
     entry_checksum,
 )
-from net_core.redex._store import ChannelStore, encode_entries, tombstone_record
+from net_core.redex._store import (
+    ChannelStore,
+    encode_entries,
+    encode_idx_columns,
+    tombstone_record,
+)
 from net_core.retention import ENTRY_OVERHEAD, CombinedRetention, RetentionView
 
 if TYPE_CHECKING:
@@ -60,7 +65,7 @@ if TYPE_CHECKING:
 
 import xxhash
 
-__all__ = ["OrderedAppender", "RedexEvent", "RedexFile"]
+__all__ = ["OrderedAppender", "RedexEvent", "RedexEvents", "RedexFile"]
 
 log = logging.getLogger("net_core.redex")
 
@@ -112,6 +117,75 @@ class RedexEvent:
             f"RedexEvent(seq={self.seq}, payload=<{len(self.payload)} bytes>, "
             f"checksum={self.checksum:#010x}, is_inline={str(self.is_inline).lower()})"
         )
+
+
+_NO_INLINE: frozenset[int] = frozenset()
+
+
+@final
+class RedexEvents(Sequence[RedexEvent]):
+    """A snapshot of events from :meth:`RedexFile.read_range`, materialized lazily.
+
+    Indexing and iterating build :class:`RedexEvent` objects on demand; ``seqs``,
+    ``payloads`` and ``timestamps`` give the raw columns without building any. Compares
+    equal to any sequence of the same events (``list(events) == [...]``).
+    """
+
+    __slots__ = ("_inline", "payloads", "seqs", "timestamps")
+
+    def __init__(
+        self,
+        seqs: array[int],
+        payloads: list[bytes],
+        timestamps: array[int],
+        inline: frozenset[int],
+    ) -> None:
+        self.seqs = seqs
+        self.payloads = payloads
+        self.timestamps = timestamps
+        self._inline = inline
+
+    def __len__(self) -> int:
+        return len(self.payloads)
+
+    @overload
+    def __getitem__(self, index: int) -> RedexEvent: ...
+    @overload
+    def __getitem__(self, index: slice) -> RedexEvents: ...
+    def __getitem__(self, index: int | slice) -> RedexEvent | RedexEvents:
+        if isinstance(index, slice):
+            return RedexEvents(
+                self.seqs[index], self.payloads[index], self.timestamps[index], self._inline
+            )
+        seq = self.seqs[index]
+        return RedexEvent(seq, self.payloads[index], self.timestamps[index], seq in self._inline)
+
+    def __iter__(self) -> Iterator[RedexEvent]:
+        if not self._inline:
+            return map(RedexEvent, self.seqs, self.payloads, self.timestamps)
+        inline = self._inline
+        return map(
+            RedexEvent, self.seqs, self.payloads, self.timestamps, [s in inline for s in self.seqs]
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, RedexEvents):
+            return (
+                self.seqs == other.seqs
+                and self.payloads == other.payloads
+                and self.timestamps == other.timestamps
+                and self._inline == other._inline
+            )
+        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        if not self.payloads:
+            return "RedexEvents([])"
+        return f"RedexEvents(seqs {self.seqs[0]}..{self.seqs[-1]}, {len(self)} events)"
 
 
 def _as_bytes(payload: Any) -> bytes:
@@ -254,8 +328,33 @@ class RedexFile:
         """
         if type(payload) is not bytes:
             payload = _as_bytes(payload)
-        with self._lock:
-            seq = self._append_locked(payload, False)
+        # acquire/try/finally rather than `with`: measurably cheaper on this hot path.
+        lock = self._lock
+        lock.acquire()
+        try:
+            if self._store is not None or self._closed or self._fsync_error is not None:
+                seq = self._append_locked(payload, False)
+            else:
+                # The heap fast path: the general path inlined for the common case.
+                total = self._payload_bytes + len(payload)
+                if total > MAX_HEAP_BYTES:
+                    raise PayloadTooLargeError(len(payload), MAX_HEAP_BYTES - self._payload_bytes)
+                seq = self._next_seq
+                ts = _time_ns()
+                self._seqs.append(seq)
+                self._ts.append(ts)
+                self._payloads.append(payload)
+                self._payload_bytes = total
+                self._next_seq = seq + 1
+                if self._tails:
+                    self._publish(seq, ts, (payload,), False)
+                if self._check_every:
+                    self._since_check += 1
+                    if self._since_check >= self._check_every:
+                        self._since_check = 0
+                        self._retention_pending = True
+        finally:
+            lock.release()
         if self._retention_pending and not self.background_retention:
             self._run_due_retention()
         return seq
@@ -329,11 +428,19 @@ class RedexFile:
         Returns the first seq, or ``None`` for an empty batch (nothing is written). The
         batch is all-or-nothing: a refused or failed batch uses no seq.
         """
-        items = [p if type(p) is bytes else _as_bytes(p) for p in payloads]
-        if not items:
+        given = payloads if type(payloads) is list else list(payloads)
+        if not given:
             return None
-        with self._lock:
+        # One C-level pass decides whether every item is already immutable bytes.
+        items: list[bytes] = (
+            given if set(map(type, given)) == {bytes} else [_as_bytes(p) for p in given]  # type: ignore[assignment]
+        )
+        lock = self._lock
+        lock.acquire()
+        try:
             first = self._append_batch_locked(items)
+        finally:
+            lock.release()
         if self._retention_pending and not self.background_retention:
             self._run_due_retention()
         return first
@@ -344,33 +451,23 @@ class RedexFile:
         if self._fsync_error is not None:
             self._raise_fsync_error()
         count = len(items)
-        total = sum(map(len, items))
+        store = self._store
+        lengths = array("I", map(len, items)) if store is not None else None
+        total = sum(lengths) if lengths is not None else sum(map(len, items))
         if self._payload_bytes + total > MAX_HEAP_BYTES:
             raise PayloadTooLargeError(total, MAX_HEAP_BYTES - self._payload_bytes)
         first = self._next_seq
         if first + count - 1 > MAX_SEQ:
             raise SeqSpaceExhaustedError(f"{self.name!r} has too few u64 seqs left")
+        seqs = array("Q", range(first, first + count))
         ts = _time_ns()
-        store = self._store
-        if store is not None:
+        if store is not None and lengths is not None:
             store.check_writable()
             base = store.dat_len
-            if base > MAX_U32 or (count and base + total - len(items[-1]) > MAX_U32):
-                raise SegmentOffsetOverflowError(base + total - len(items[-1]))
-            offsets = [base]
-            acc = base
-            for p in items[:-1]:
-                acc += len(p)
-                offsets.append(acc)
-            pack = _IDX.pack
-            idx = b"".join(
-                [
-                    pack(seq, off, len(p), h & _MASK)
-                    for seq, off, p, h in zip(
-                        range(first, first + count), offsets, items, map(_xxh3, items), strict=True
-                    )
-                ]
-            )
+            last_offset = base + total - lengths[-1]
+            if last_offset > MAX_U32:
+                raise SegmentOffsetOverflowError(last_offset)
+            idx = encode_idx_columns(seqs, base, lengths, items)
             store.append(b"".join(items), idx, _TS.pack(ts) * count)
             if self._fsync_every:
                 self._unsynced += count
@@ -379,8 +476,8 @@ class RedexFile:
                     self._fsync_wake.set()
             elif self._fsync_max_bytes and store.bytes_since_sync >= self._fsync_max_bytes:
                 self._fsync_wake.set()
-        self._seqs.extend(range(first, first + count))
-        self._ts.extend([ts] * count)
+        self._seqs.extend(seqs)
+        self._ts.extend(array("Q", (ts,)) * count)
         self._payloads.extend(items)
         self._payload_bytes += total
         self._next_seq = first + count
@@ -455,21 +552,27 @@ class RedexFile:
             return min(seq - lo, n)
         return bisect_left(seqs, seq)
 
-    def read_range(self, start: int, end: int) -> list[RedexEvent]:
-        """Retained events with ``start <= seq < end``, in seq order (evicted seqs skipped)."""
+    def read_range(self, start: int, end: int) -> RedexEvents:
+        """Retained events with ``start <= seq < end``, in seq order (evicted seqs skipped).
+
+        Returns a :class:`RedexEvents` snapshot: a sequence that builds each
+        :class:`RedexEvent` when it is iterated or indexed, so a large read does not
+        allocate (and make the garbage collector walk) one object per event up front.
+        """
         if end <= start:
-            return []
-        with self._lock:
+            return RedexEvents(array("Q"), [], array("Q"), frozenset())
+        lock = self._lock
+        lock.acquire()
+        try:
             i = self._index_of(start)
             j = self._index_of(end)
             seqs = self._seqs[i:j]
             payloads = self._payloads[i:j]
             stamps = self._ts[i:j]
-            inline = self._inline
-        event = RedexEvent
-        if not inline:
-            return [event(s, p, t) for s, p, t in zip(seqs, payloads, stamps, strict=True)]
-        return [event(s, p, t, s in inline) for s, p, t in zip(seqs, payloads, stamps, strict=True)]
+            inline = frozenset(self._inline) if self._inline else _NO_INLINE
+        finally:
+            lock.release()
+        return RedexEvents(seqs, payloads, stamps, inline)
 
     def read_payloads(self, start: int, end: int) -> tuple[array[int], list[bytes]]:
         """``(seqs, payloads)`` for ``start <= seq < end``: the cheapest bulk read."""
@@ -491,7 +594,7 @@ class RedexFile:
 
     def __iter__(self) -> Iterator[RedexEvent]:
         """Iterate over a snapshot of the retained events."""
-        return iter(self.read_range(0, MAX_SEQ))
+        return iter(self.read_range(0, MAX_SEQ + 1))
 
     # -- tails -----------------------------------------------------------------------
 

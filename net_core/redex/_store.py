@@ -36,11 +36,14 @@ import logging
 import os
 import struct
 import threading
+from array import array
 from collections.abc import Sequence
+from itertools import accumulate
 from pathlib import Path
 from typing import Final, final
 
 import attrs
+import xxhash
 
 from net_core.redex._errors import PoisonedError, RedexIOError
 from net_core.redex._format import (
@@ -63,13 +66,21 @@ from net_core.redex._format import (
 from net_core.redex._ops import OS_OPS, FileOps
 from net_core.redex._recovery import RecoveryPlan, plan_recovery
 
-__all__ = ["ChannelStore", "OpenReport", "PreparedGeneration", "encode_entries"]
+__all__ = [
+    "ChannelStore",
+    "OpenReport",
+    "PreparedGeneration",
+    "encode_entries",
+    "encode_idx_columns",
+    "tombstone_record",
+]
 
 log = logging.getLogger("net_core.redex")
 
 _IDX = struct.Struct("<QIII")
 _TS = struct.Struct("<Q")
 _INLINE = struct.Struct("<II")
+_xxh3 = xxhash.xxh3_64_intdigest
 _FILES: Final = (IDX_FILE, DAT_FILE, TS_FILE)
 # A tombstone written by compaction carries no payload; its checksum is deliberately
 # wrong so that a reader that ignores the TOMBSTONE flag (the reference) drops it too.
@@ -100,6 +111,39 @@ class PreparedGeneration:
     dat_len: int
     idx_len: int
     ts_len: int
+
+
+# Clears the flag nibble of a checksum word's top byte (bytes.translate table).
+_LOW_NIBBLE: Final = bytes(b & 0x0F for b in range(256))
+_IDX_WIDTH: Final = 20
+if array("I").itemsize != 4 or array("Q").itemsize != 8:  # pragma: no cover - exotic ABI
+    raise ImportError("net_core.redex needs 4-byte array('I') and 8-byte array('Q') items")
+
+
+def encode_idx_columns(
+    seqs: array[int], base: int, lengths: array[int], payloads: Sequence[bytes]
+) -> bytes:
+    """Encode heap records for ``seqs`` (``array('Q')``), offsets from ``base``.
+
+    A record is five little-endian u32 words (seq low, seq high, offset, length,
+    flags|checksum), so the records are built column by column in one ``array('I')``
+    with strided slice assignments; the only per-event Python work is the XXH3 call.
+    """
+    n = len(lengths)
+    out = array("I", bytes(_IDX_WIDTH * n))
+    words = array("I")
+    words.frombytes(seqs.tobytes())
+    out[0::5] = words[0::2]
+    if seqs[-1] >> 32:
+        out[1::5] = words[1::2]
+    out[2::5] = array("I", accumulate(lengths[:-1], initial=base))
+    out[3::5] = lengths
+    hashes = array("I")
+    hashes.frombytes(array("Q", map(_xxh3, payloads)).tobytes())
+    low = bytearray(hashes[0::2].tobytes())
+    low[3::4] = low[3::4].translate(_LOW_NIBBLE)  # keep 28 bits: the flags nibble is 0
+    out[4::5] = array("I", bytes(low))
+    return out.tobytes()
 
 
 def encode_entries(
@@ -231,11 +275,13 @@ class ChannelStore:
         return store, OpenReport(generation, how, plan, swept), dat
 
     def _take_lock(self) -> None:
+        # An advisory lock on the channel directory itself: no extra file (a lock file
+        # could collide with a valid child channel name such as "<channel>/.lock").
         try:
             import fcntl  # noqa: PLC0415 - POSIX only
         except ImportError:  # pragma: no cover - Windows: no advisory lock
             return
-        fd = os.open(self.dir / ".lock", os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(self.dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | os.O_CLOEXEC)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
