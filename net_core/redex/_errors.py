@@ -41,10 +41,9 @@ class PayloadTooLargeError(RedexError, ValueError):
 
 
 class SegmentOffsetOverflowError(RedexError):
-    """A heap offset would not fit the on-disk u32 field (no seq was used).
-
-    Heap-only files never rebase offsets, so this fires after 4 GiB of lifetime bytes;
-    compaction of a persistent file rebases them to 0.
+    """A persistent file's ``dat`` offset would not fit the on-disk u32 field (no seq was
+    used). Compaction rebases offsets to 0; heap-only files have no offsets and never
+    raise this (unlike the reference's, which hit it after 4 GiB of lifetime bytes).
     """
 
     def __init__(self, offset: int) -> None:

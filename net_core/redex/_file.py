@@ -33,10 +33,12 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final, Literal, final, overload
 
+from net_core.errors import RedexError
 from net_core.redex._config import RedexFileConfig
 from net_core.redex._errors import (
     FsyncError,
     PayloadTooLargeError,
+    PoisonedError,
     RedexClosedError,
     RedexIOError,
     SegmentOffsetOverflowError,
@@ -267,7 +269,8 @@ class RedexFile:
         self.config = config
         self._retention = retention
         self._store = store
-        self._lock = threading.Lock()
+        # Re-entrant: code inside an OrderedAppender block may call the file's methods.
+        self._lock = threading.RLock()
         self._seqs: array[int] = array("Q")
         self._ts: array[int] = array("Q")
         self._payloads: list[bytes] = []
@@ -373,6 +376,8 @@ class RedexFile:
     def _append_locked(self, payload: bytes, inline: bool) -> int:
         if self._closed:
             raise RedexClosedError("append")
+        if self._store is not None:
+            self._store.check_writable()
         if self._fsync_error is not None:
             self._raise_fsync_error()
         n = len(payload)
@@ -448,18 +453,20 @@ class RedexFile:
     def _append_batch_locked(self, items: list[bytes]) -> int:
         if self._closed:
             raise RedexClosedError("append_batch")
+        if self._store is not None:
+            self._store.check_writable()
         if self._fsync_error is not None:
             self._raise_fsync_error()
         count = len(items)
         store = self._store
-        lengths = array("I", map(len, items)) if store is not None else None
+        lengths = array("I", list(map(len, items))) if store is not None else None
         total = sum(lengths) if lengths is not None else sum(map(len, items))
         if self._payload_bytes + total > MAX_HEAP_BYTES:
             raise PayloadTooLargeError(total, MAX_HEAP_BYTES - self._payload_bytes)
         first = self._next_seq
         if first + count - 1 > MAX_SEQ:
             raise SeqSpaceExhaustedError(f"{self.name!r} has too few u64 seqs left")
-        seqs = array("Q", range(first, first + count))
+        seqs = array("Q", list(range(first, first + count)))
         ts = _time_ns()
         if store is not None and lengths is not None:
             store.check_writable()
@@ -529,6 +536,11 @@ class RedexFile:
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""
         return self._closed
+
+    @property
+    def poisoned(self) -> bool:
+        """Whether a failed rollback poisoned the file (re-open it to recover)."""
+        return self._store is not None and self._store.poisoned is not None
 
     @property
     def persistent(self) -> bool:
@@ -638,10 +650,12 @@ class RedexFile:
         )
 
     def _run_due_retention(self) -> None:
+        # Runs after an append that already succeeded: a failing sweep (a close racing
+        # it, a poisoned or full disk) must not turn that success into an error.
         self._retention_pending = False
         try:
             self.sweep_retention()
-        except RedexIOError as exc:
+        except RedexError as exc:
             log.warning("retention sweep of %r failed: %s", self.name, exc)
 
     def sweep_retention(self, now_ns: int | None = None) -> int:
@@ -789,7 +803,9 @@ class RedexFile:
                 return
             try:
                 store.sync()
-            except Exception as exc:  # surfaced by the next append/sync
+            except PoisonedError:
+                return  # every append and sync already raises PoisonedError
+            except Exception as exc:  # surfaced by the next append/sync/close
                 log.error("background fsync of %r failed: %s", self.name, exc)
                 self._fsync_error = exc
 
@@ -798,7 +814,9 @@ class RedexFile:
     def close(self) -> None:
         """Close the file: end every tail, stop the fsync worker, fsync. Idempotent.
 
-        Reads keep working afterwards; appends raise :class:`RedexClosedError`.
+        Reads keep working afterwards; appends raise :class:`RedexClosedError`. A final
+        fsync that fails, or a background fsync failure nobody was told about yet, is
+        raised (:class:`RedexIOError` / :class:`FsyncError`) after the file is closed.
         """
         with self._lock:
             if self._closed:
@@ -810,11 +828,19 @@ class RedexFile:
         if self._fsync_thread is not None:
             self._fsync_wake.set()
             self._fsync_thread.join()
+        failure: BaseException | None = None
         if self._store is not None:
-            self._store.close()
+            try:
+                self._store.close()
+            except RedexIOError as exc:
+                failure = exc
         if self.on_close is not None:
             with contextlib.suppress(Exception):
                 self.on_close(self)
+        if failure is not None:
+            raise failure
+        if self._fsync_error is not None:
+            self._raise_fsync_error()
 
     def __enter__(self) -> RedexFile:
         return self

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import struct
 import threading
 import time
@@ -19,13 +20,15 @@ from net_core.config import structure
 from net_core.errors import RedexError
 from net_core.plugins import LifecycleEvent, LifecycleKind, PluginManager, get_plugin_manager
 from net_core.redex._config import RedexFileConfig
-from net_core.redex._errors import RedexClosedError, RedexConfigConflictError, RedexIOError
+from net_core.redex._errors import PoisonedError, RedexClosedError, RedexConfigConflictError
 from net_core.redex._file import RedexFile
 from net_core.redex._format import FLAG_INLINE, channel_path_segments, validate_channel_name
 from net_core.redex._ops import OS_OPS, FileOps
 from net_core.redex._store import ChannelStore, OpenReport
 
 __all__ = ["Redex"]
+
+log = logging.getLogger("net_core.redex")
 
 _INLINE = struct.Struct("<II")
 
@@ -184,10 +187,27 @@ class Redex:
             return sorted(self._files)
 
     def sweep_retention(self) -> dict[str, int]:
-        """Run every open file's retention now; returns evicted counts by channel."""
+        """Run every open file's retention now; returns evicted counts by channel.
+
+        Every channel is swept even if some fail; then the first failure is raised, with
+        a note for each other failing channel.
+        """
         with self._lock:
             files = list(self._files.values())
-        return {f.name: f.sweep_retention() for f in files}
+        evicted: dict[str, int] = {}
+        failures: dict[str, RedexError] = {}
+        for f in files:
+            try:
+                evicted[f.name] = f.sweep_retention()
+            except RedexError as exc:
+                failures[f.name] = exc
+        if failures:
+            first_name, first = next(iter(failures.items()))
+            for name, other in failures.items():
+                if name != first_name:
+                    first.add_note(f"retention sweep of {name!r} failed too: {other}")
+            raise first
+        return evicted
 
     async def run_retention(
         self,
@@ -203,6 +223,7 @@ class Redex:
         """
         tick = min(interval, 0.05)
         last_full = time.monotonic()
+        failed: set[str] = set()
         task_status.started()
         try:
             while True:
@@ -216,10 +237,20 @@ class Redex:
                 for f in files:
                     if f.closed or not (full or f._retention_pending):
                         continue
+                    if f.poisoned:
+                        continue
                     try:
                         await anyio.to_thread.run_sync(f.sweep_retention)
-                    except (RedexIOError, RedexClosedError):
+                    except RedexError as exc:
+                        # One broken channel (poisoned, disk full) must not stop the
+                        # sweeper for the others; a poisoned file is skipped from now on.
+                        if f.name not in failed:
+                            log.warning("background retention of %r failed: %s", f.name, exc)
+                        failed.add(f.name)
+                        if isinstance(exc, PoisonedError):
+                            f._retention_pending = False
                         continue
+                    failed.discard(f.name)
                 await anyio.sleep(tick)
         finally:
             with self._lock:

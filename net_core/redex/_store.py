@@ -35,6 +35,7 @@ import contextlib
 import logging
 import os
 import struct
+import sys
 import threading
 from array import array
 from collections.abc import Sequence
@@ -81,6 +82,7 @@ _IDX = struct.Struct("<QIII")
 _TS = struct.Struct("<Q")
 _INLINE = struct.Struct("<II")
 _xxh3 = xxhash.xxh3_64_intdigest
+_xxh3_digest = xxhash.xxh3_64_digest
 _FILES: Final = (IDX_FILE, DAT_FILE, TS_FILE)
 # A tombstone written by compaction carries no payload; its checksum is deliberately
 # wrong so that a reader that ignores the TOMBSTONE flag (the reference) drops it too.
@@ -129,6 +131,8 @@ def encode_idx_columns(
     flags|checksum), so the records are built column by column in one ``array('I')``
     with strided slice assignments; the only per-event Python work is the XXH3 call.
     """
+    if sys.byteorder != "little":  # pragma: no cover - the column trick assumes LE words
+        return _encode_idx_slow(seqs, base, lengths, payloads)
     n = len(lengths)
     out = array("I", bytes(_IDX_WIDTH * n))
     words = array("I")
@@ -136,14 +140,30 @@ def encode_idx_columns(
     out[0::5] = words[0::2]
     if seqs[-1] >> 32:
         out[1::5] = words[1::2]
-    out[2::5] = array("I", accumulate(lengths[:-1], initial=base))
+    out[2::5] = array("I", list(accumulate(lengths[:-1], initial=base)))
     out[3::5] = lengths
-    hashes = array("I")
-    hashes.frombytes(array("Q", map(_xxh3, payloads)).tobytes())
-    low = bytearray(hashes[0::2].tobytes())
-    low[3::4] = low[3::4].translate(_LOW_NIBBLE)  # keep 28 bits: the flags nibble is 0
-    out[4::5] = array("I", bytes(low))
+    # Digests are big-endian u64s: bytes 4..8 are the low 32 bits, byte 4 their top byte.
+    digests = bytearray(b"".join(map(_xxh3_digest, payloads)))
+    digests[4::8] = digests[4::8].translate(_LOW_NIBBLE)  # keep 28 bits: flags nibble 0
+    hashes = array("Q")
+    hashes.frombytes(digests)
+    hashes.byteswap()
+    words = array("I")
+    words.frombytes(hashes.tobytes())
+    out[4::5] = words[0::2]
     return out.tobytes()
+
+
+def _encode_idx_slow(
+    seqs: array[int], base: int, lengths: array[int], payloads: Sequence[bytes]
+) -> bytes:
+    pack = _IDX.pack
+    parts = []
+    offset = base
+    for seq, n, payload in zip(seqs, lengths, payloads, strict=True):
+        parts.append(pack(seq, offset, n, _xxh3(payload) & CHECKSUM_MASK))
+        offset += n
+    return b"".join(parts)
 
 
 def encode_entries(
@@ -239,22 +259,25 @@ class ChannelStore:
         layer keeps payloads in memory). ``read_only`` changes nothing on disk: no
         creation, migration, repair, sweep or lock; appends are refused.
         """
+        store = cls(channel, directory, 0, ops, read_only=read_only)
         try:
+            # Lock first: a manager that is about to be refused must not write anything.
             if read_only:
-                generation, how = _resolve_read_only(directory, ops)
+                generation, how, idx, dat, ts = _snapshot_read_only(directory, ops)
             else:
                 ops.mkdir(directory)
-                generation, how = _resolve(directory, ops)
-        except OSError as exc:
-            raise RedexIOError(f"open {channel!r}: {exc}") from exc
-        store = cls(channel, directory, generation, ops, read_only=read_only)
-        try:
-            if not read_only:
                 store._take_lock()
+                generation, how = _resolve(directory, ops)
+                gen_dir = directory / generation_dir_name(generation)
+                idx = ops.read_file(gen_dir / IDX_FILE) or b""
+                dat = ops.read_file(gen_dir / DAT_FILE) or b""
+                ts = ops.read_file(gen_dir / TS_FILE)
+            store.generation = generation
+        except OSError as exc:
+            store.close()
+            raise RedexIOError(f"open {channel!r}: {exc}") from exc
+        try:
             gen_dir = directory / generation_dir_name(generation)
-            idx = ops.read_file(gen_dir / IDX_FILE) or b""
-            dat = ops.read_file(gen_dir / DAT_FILE) or b""
-            ts = ops.read_file(gen_dir / TS_FILE)
             plan = plan_recovery(idx, dat, ts, now_ns=now_ns)
             swept: tuple[str, ...] = ()
             if not read_only:
@@ -402,11 +425,17 @@ class ChannelStore:
             )
         ops = self.ops
         gen = self.generation + 1
+        # A directory with its own manifest is a child channel that happens to be named
+        # like a generation: never touch it, skip the number.
+        while _is_child_channel(self.dir / generation_dir_name(gen)) and gen < MAX_GENERATION:
+            gen += 1
         path = self.dir / generation_dir_name(gen)
         fds: list[int] = []
         try:
-            if path.exists():
+            if path.is_dir():
                 ops.rmtree(path)  # an orphan from an earlier failed attempt
+            elif path.exists() or path.is_symlink():
+                ops.unlink(path)  # a stray file with a generation's name
             ops.mkdir(path)
             ops.checkpoint("compact.mkdir")
             for name, content in ((IDX_FILE, idx), (DAT_FILE, dat), (TS_FILE, ts)):
@@ -493,7 +522,7 @@ class ChannelStore:
 
     def _discard(self, path: Path) -> None:
         try:
-            if path.exists():
+            if path.is_dir() and not _is_child_channel(path):
                 self.ops.checkpoint("compact.deleting")
                 self.ops.rmtree(path)
         except OSError as exc:
@@ -502,7 +531,12 @@ class ChannelStore:
     # -- close -----------------------------------------------------------------------
 
     def close(self) -> None:
-        """fsync (unless poisoned) and close every descriptor. Idempotent."""
+        """fsync (unless poisoned) and close every descriptor. Idempotent.
+
+        Every descriptor is closed even when the final fsync fails; that failure is then
+        raised as :class:`RedexIOError`.
+        """
+        failure: OSError | None = None
         with self._sync_lock:
             fds = (self._dat_fd, self._idx_fd, self._ts_fd)
             if fds[0] >= 0 and self.poisoned is None:
@@ -511,6 +545,7 @@ class ChannelStore:
                         self.ops.fsync(fd)
                     except OSError as exc:
                         log.error("fsync on close of %r failed: %s", self.channel, exc)
+                        failure = failure or exc
             for fd in fds:
                 if fd >= 0:
                     with contextlib.suppress(OSError):
@@ -520,6 +555,10 @@ class ChannelStore:
                 with contextlib.suppress(OSError):
                     os.close(self._lock_fd)
                 self._lock_fd = -1
+        if failure is not None:
+            raise RedexIOError(
+                f"close: final fsync of {self.channel!r} failed: {failure}"
+            ) from failure
 
     @property
     def closed(self) -> bool:
@@ -534,6 +573,10 @@ def _is_complete(path: Path) -> bool:
     return all((path / name).is_file() for name in _FILES)
 
 
+def _is_child_channel(path: Path) -> bool:
+    return (path / MANIFEST_FILE).is_file()
+
+
 def _generations(directory: Path) -> list[int]:
     found = []
     try:
@@ -542,7 +585,11 @@ def _generations(directory: Path) -> list[int]:
         return []
     for entry in entries:
         gen = parse_generation_dir_name(entry.name)
-        if gen is not None and entry.is_dir(follow_symlinks=False):
+        if (
+            gen is not None
+            and entry.is_dir(follow_symlinks=False)
+            and not _is_child_channel(Path(entry.path))
+        ):
             found.append(gen)
     return sorted(found, reverse=True)
 
@@ -568,11 +615,30 @@ def write_manifest(directory: Path, generation: int, ops: FileOps) -> None:
         log.warning("fsync of %s after writing the manifest failed: %s", directory, exc)
 
 
+def _fill_missing(path: Path, ops: FileOps) -> list[str]:
+    missing = [name for name in _FILES if not (path / name).is_file()]
+    for name in missing:
+        ops.write_file(path / name, b"")
+    if missing:
+        ops.fsync_dir(path)
+    return missing
+
+
 def _resolve(directory: Path, ops: FileOps) -> tuple[int, str]:
     gen = _read_manifest(directory, ops)
-    if gen is not None and _is_complete(directory / generation_dir_name(gen)):
-        return gen, "manifest"
-    for candidate in _generations(directory):
+    if gen is not None:
+        path = directory / generation_dir_name(gen)
+        if _is_complete(path):
+            return gen, "manifest"
+        if path.is_dir() and not _is_child_channel(path):
+            # The generation the manifest names lost a file (damage, not a crash: a
+            # generation only becomes live complete). Keep what is there; recovery
+            # makes the rest consistent. Falling back would discard its records.
+            missing = _fill_missing(path, ops)
+            log.warning("generation %s was missing %s; recreated empty", path, missing)
+            return gen, "manifest-repaired"
+    generations = _generations(directory)
+    for candidate in generations:
         if _is_complete(directory / generation_dir_name(candidate)):
             try:
                 write_manifest(directory, candidate, ops)
@@ -586,17 +652,24 @@ def _resolve(directory: Path, ops: FileOps) -> tuple[int, str]:
         for name in legacy:
             ops.rename(directory / name, first / name)
             ops.checkpoint(f"migrate.{name}")
-        for name in _FILES:
-            if not (first / name).exists():
-                ops.write_file(first / name, b"")
+        _fill_missing(first, ops)
         ops.fsync_dir(first)
         ops.fsync_dir(directory)
         write_manifest(directory, 1, ops)
         return 1, "migrated"
+    # No complete generation and no legacy files (a crash mid-migration leaves some):
+    # the highest generation that still has an index is the best we have.
+    for candidate in generations:
+        path = directory / generation_dir_name(candidate)
+        if (path / IDX_FILE).is_file():
+            missing = _fill_missing(path, ops)
+            log.warning(
+                "no complete generation in %s; repaired %s (recreated %s)", directory, path, missing
+            )
+            write_manifest(directory, candidate, ops)
+            return candidate, "fallback-repaired"
     ops.mkdir(first)
-    for name in _FILES:
-        if not (first / name).exists():
-            ops.write_file(first / name, b"")
+    _fill_missing(first, ops)
     ops.fsync_dir(first)
     ops.fsync_dir(directory)
     write_manifest(directory, 1, ops)
@@ -609,10 +682,32 @@ def _resolve_read_only(directory: Path, ops: FileOps) -> tuple[int, str]:
     gen = _read_manifest(directory, ops)
     if gen is not None and _is_complete(directory / generation_dir_name(gen)):
         return gen, "manifest"
+    if gen is not None and (directory / generation_dir_name(gen) / IDX_FILE).is_file():
+        return gen, "manifest-repaired"
     for candidate in _generations(directory):
         if _is_complete(directory / generation_dir_name(candidate)):
             return candidate, "fallback"
+    for candidate in _generations(directory):
+        if (directory / generation_dir_name(candidate) / IDX_FILE).is_file():
+            return candidate, "fallback-repaired"
     raise FileNotFoundError(f"no complete generation in {directory}")
+
+
+def _snapshot_read_only(
+    directory: Path, ops: FileOps, attempts: int = 20
+) -> tuple[int, str, bytes, bytes, bytes | None]:
+    """Read the live generation without a lock, retrying if a writer's compaction
+    replaced it while we read (the generation must still be live after the read)."""
+    for _ in range(attempts):
+        generation, how = _resolve_read_only(directory, ops)
+        gen_dir = directory / generation_dir_name(generation)
+        idx = ops.read_file(gen_dir / IDX_FILE)
+        dat = ops.read_file(gen_dir / DAT_FILE)
+        ts = ops.read_file(gen_dir / TS_FILE)
+        still_live = _read_manifest(directory, ops) in (generation, None) and gen_dir.is_dir()
+        if still_live and (idx is not None or how.endswith("repaired")):
+            return generation, how, idx or b"", dat or b"", ts
+    raise OSError(f"{directory} kept changing while being read (a compaction loop?)")
 
 
 def _sweep_orphans(directory: Path, live: int, ops: FileOps) -> tuple[str, ...]:

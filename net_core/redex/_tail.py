@@ -26,14 +26,16 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Sequence
+from itertools import repeat
 from typing import TYPE_CHECKING, Final, Literal, final
 
 import anyio
 
 from net_core.redex._errors import LaggedError
+from net_core.redex._file import RedexEvent
 
 if TYPE_CHECKING:
-    from net_core.redex._file import RedexEvent, RedexFile
+    from net_core.redex._file import RedexFile
 
 __all__ = ["POLL_INTERVAL", "RedexTail"]
 
@@ -80,6 +82,17 @@ class _TailSub:
     def push(self, first: int, ts: int, payloads: Sequence[bytes], inline: bool) -> bool:
         """Take live events; returns False when the sub must be unregistered."""
         buf = self.buf
+        n = len(payloads)
+        if first >= self.from_seq and len(buf) + n <= self.cap:
+            # The common case: everything fits; one C-level extend for the whole batch.
+            if n == 1:
+                buf.append((first, payloads[0], ts, inline))
+            else:
+                buf.extend(zip(range(first, first + n), payloads, repeat(ts), repeat(inline)))
+            waiter = self.waiter
+            if waiter is not None and self.thread == _get_ident():
+                waiter.set()
+            return True
         seq = first
         for payload in payloads:
             if seq >= self.from_seq:
@@ -127,6 +140,11 @@ class RedexTail:
             raise ValueError(f"overflow must be 'lag' or 'catch_up', got {overflow!r}")
         self._file = file
         self._sub = _TailSub(from_seq, cap, overflow)
+        if file._closed:
+            # A tail opened on a closed file ends at once (as the reference's does); a
+            # tail opened before the close reads everything appended before it.
+            self._sub.state = CLOSED
+            return
         # Fill the first buffer now, so that history lost *before* the call is reported
         # even if the file changes before the first __anext__.
         self._refill()
@@ -137,9 +155,8 @@ class RedexTail:
         with file._lock:
             if sub.state != HISTORY:
                 return
-            if file._closed:
-                sub.state = CLOSED
-                return
+            # A closed file still serves its history: the tail reads to the end of what
+            # was appended before the close, then stops.
             seqs = file._seqs
             lowest = seqs[0] if seqs else file._next_seq
             cursor = sub.next_seq
@@ -164,8 +181,11 @@ class RedexTail:
                 )
             if j == len(seqs):
                 sub.next_seq = max(cursor, file._next_seq)
-                sub.state = LIVE
-                file._tails.append(sub)
+                if file._closed:
+                    sub.state = CLOSED
+                else:
+                    sub.state = LIVE
+                    file._tails.append(sub)
             else:
                 sub.next_seq = seqs[j]
 
@@ -173,8 +193,6 @@ class RedexTail:
         return self
 
     async def __anext__(self) -> RedexEvent:
-        from net_core.redex._file import RedexEvent  # noqa: PLC0415 - cycle
-
         sub = self._sub
         while True:
             if sub.buf:
@@ -218,6 +236,7 @@ class RedexTail:
                 file._tails.remove(sub)
             sub.state = CLOSED
             sub.buf.clear()
+        sub._wake()
 
     async def aclose(self) -> None:
         """Async form of :meth:`close`."""

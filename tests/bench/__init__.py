@@ -1,0 +1,1 @@
+"""Smoke tests of the benchmark suites (tiny sizes; they check shapes, never speed)."""
