@@ -10,6 +10,8 @@ from typing import Any
 
 import pluggy
 
+from net_core.bus._memory import MemoryStorage, MemoryStorageConfig
+from net_core.bus._redex_storage import RedexStorage, RedexStorageConfig
 from net_core.dedup import MemoryDedup, MemoryDedupConfig
 from net_core.plugins._spec import ComponentSpec
 from net_core.plugins.hookspecs import PROJECT
@@ -57,4 +59,23 @@ def net_dedup_backends() -> list[ComponentSpec[Any]]:
             config_type=MemoryDedupConfig,
             summary="bounded FIFO window of seen ids, O(1) per check",
         )
+    ]
+
+
+@hookimpl
+def net_storage_backends() -> list[ComponentSpec[Any]]:
+    """The in-process ``memory`` backend and the embedded ``redex`` backend."""
+    return [
+        ComponentSpec(
+            name="memory",
+            factory=MemoryStorage,
+            config_type=MemoryStorageConfig,
+            summary="bounded per-shard lists in this process (tests, ephemeral data)",
+        ),
+        ComponentSpec(
+            name="redex",
+            factory=RedexStorage,
+            config_type=RedexStorageConfig,
+            summary="one persistent RedEX channel per shard under data_dir (durable default)",
+        ),
     ]

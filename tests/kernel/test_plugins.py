@@ -52,6 +52,8 @@ def test_unknown_name_lists_the_alternatives() -> None:
     assert err.available == ["age", "bytes", "count"]
     assert "unknown retention 'ttl'; available: age, bytes, count" in str(err)
     with pytest.raises(UnknownPluginError, match=r"available: \(none\)"):
+        pm.transport("udp")
+    with pytest.raises(UnknownPluginError, match=r"storage 'redis'; available: memory, redex"):
         pm.storage_backend("redis")
     # Unknown names inside a retention table are config errors with the field path.
     with pytest.raises(ConfigError, match=r"^retention\.ttl: unknown retention 'ttl'"):
