@@ -174,6 +174,7 @@ class Bus:
         )
         self._shards: dict[int, _Shard] = {}
         self._retired: dict[int, _Shard] = {}
+        self._previous: list[int] = []
         self._closing = False
         self._closed = False
         self._lossy = False
@@ -230,6 +231,12 @@ class Bus:
             self._nonce = process_nonce()
         with anyio.fail_after(self.config.adapter_timeout_ms / 1000):
             await self.storage.open()
+            known = await self.storage.known_shards()
+        # Shards of earlier runs: still polled (their events are stored), and their ids
+        # are never handed out again.
+        if known:
+            self._mapper.reserve_ids_below(max(known) + 1)
+        self._previous = [sid for sid in known if sid not in self._mapper.active_ids()]
         for shard_id in self._mapper.active_ids():
             await self._add_shard_structures(shard_id)
         self._refresh_route()
@@ -241,10 +248,8 @@ class Bus:
         self._notify(LifecycleKind.BUS_STARTED, {"shards": list(self._shards)})
 
     async def _add_shard_structures(self, shard_id: int) -> _Shard:
-        resume = getattr(self.storage, "resume_sequence", None)
-        next_sequence = 0
-        if resume is not None:
-            next_sequence = int(await resume(shard_id, self._nonce))
+        with anyio.fail_after(self.config.adapter_timeout_ms / 1000):
+            next_sequence = await self.storage.resume_sequence(shard_id, self._nonce)
         shard = _Shard(shard_id, self, next_sequence)
         self._shards[shard_id] = shard
         done = anyio.Event()
@@ -698,7 +703,7 @@ class Bus:
             for sid in self._mapper.live_ids()
             if self._mapper.state(sid) != ShardState.PROVISIONING
         ]
-        return sorted({*live, *self._retired})
+        return sorted({*live, *self._retired, *self._previous})
 
     async def poll(
         self,

@@ -220,6 +220,13 @@ class ShardMapper:
 
     # -- routing (hot path) ------------------------------------------------------------
 
+    def reserve_ids_below(self, next_id: int) -> None:
+        """Never hand out an id below ``next_id`` (ids used by an earlier run of the bus,
+        whose events are still in storage)."""
+        gap = next_id - self._ids.next_id
+        if gap > 0:
+            self._ids.allocate(min(gap, self._ids.remaining))
+
     def select(self, hash64: int) -> int | None:
         """The shard for an event whose XXH3-64 hash is ``hash64`` (``None``: no shard is
         ACTIVE; the event is unroutable). ``hash64`` must be in ``[0, 2**64)``; it is not

@@ -92,6 +92,15 @@ class MemoryStorage(StorageBackend):
         has_more = start + limit < len(shard.events)
         return ShardPollResult(events, events[-1].id if events else None, has_more)
 
+    async def resume_sequence(self, shard_id: int, nonce: int) -> int:
+        """One past the last stored sequence of ``nonce`` on ``shard_id``."""
+        shard = self._shards.get(shard_id)
+        return 0 if shard is None else shard.written.get(nonce, 0)
+
+    async def known_shards(self) -> list[int]:
+        """Shards that were written to."""
+        return sorted(self._shards)
+
     async def close(self) -> None:
         """Mark closed (data stays readable for tests)."""
         self.closed = True

@@ -311,6 +311,32 @@ class RedexStorage(StorageBackend):
                 raise self._adapter_error(shard_id, shard, "write", exc) from exc
             marks[nonce] = max(done, start + n)
 
+    async def resume_sequence(self, shard_id: int, nonce: int) -> int:
+        """One past the last stored sequence of ``nonce`` on ``shard_id`` (0 if none)."""
+        self._require_open()
+        _check_shard_id(shard_id)
+        shard = await self._shard(shard_id, create=False)
+        if shard is None:
+            return 0
+        if shard.marks is None:
+            await anyio.to_thread.run_sync(_ensure_marks, shard)
+        assert shard.marks is not None
+        return shard.marks.get(nonce, 0)
+
+    async def known_shards(self) -> list[int]:
+        """Shard channels present under ``data_dir/prefix``."""
+        self._require_open()
+        root = Path(self.config.data_dir).joinpath(*self.config.prefix.split("/"))
+        found = []
+        if root.is_dir():
+            for entry in root.iterdir():
+                name = entry.name
+                if entry.is_dir() and name.startswith("shard-") and name[6:].isdigit():
+                    shard_id = int(name[6:])
+                    if shard_id <= MAX_SHARD_ID and (entry / "manifest").is_file():
+                        found.append(shard_id)
+        return sorted(found)
+
     # -- reads -------------------------------------------------------------------------
 
     async def read_shard(self, shard_id: int, after: str | None, limit: int) -> ShardPollResult:

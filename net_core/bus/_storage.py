@@ -134,6 +134,16 @@ class StorageBackend(abc.ABC):
         """Whether the backend can serve requests right now."""
         return True
 
+    async def resume_sequence(self, shard_id: int, nonce: int) -> int:
+        """The next ``sequence_start`` for batches of ``(shard_id, nonce)``: one past the
+        last event of that producer already stored (0 if none). A restarted producer with
+        a persisted nonce continues here, so its dedup ids never repeat."""
+        return 0
+
+    async def known_shards(self) -> list[int]:
+        """Shard ids that hold stored events (from earlier runs too), sorted."""
+        return []
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources; the backend is not used afterwards."""
 

@@ -213,7 +213,7 @@ def _load_event(raw: bytes) -> Any:
         and _nesting_reaches(document, MAX_FILTER_NESTING)
     ):
         return _UNPARSEABLE
-    if b"-0" in raw and _NEGATIVE_ZERO.search(raw) is not None:
+    if raw.find(b"-0") >= 0 and _NEGATIVE_ZERO.search(raw) is not None:
         return json.loads(raw.decode("utf-8"), parse_int=_serde_int)
     return document
 
