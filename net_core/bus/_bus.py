@@ -25,7 +25,6 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from itertools import repeat
 from typing import Any, Final, final
 
 import anyio
@@ -58,7 +57,7 @@ log = logging.getLogger("net_core.bus")
 _xxh3 = xxhash.xxh3_64_intdigest
 _dumps = orjson.dumps
 _get_ident = threading.get_ident
-_monotonic_ns = time.monotonic_ns
+_time_ns = time.time_ns
 _IDLE_POLL_S: Final = 0.005
 _DROP_REASONS: Final = (
     "ring_full",
@@ -104,6 +103,7 @@ class _Shard:
         "dropped",
         "evicted",
         "id",
+        "last_ts",
         "lock",
         "popped",
         "removed",
@@ -120,6 +120,9 @@ class _Shard:
         self.lock = threading.Lock()
         self.ring: deque[bytes] = deque()
         self.stamps: deque[int] = deque()
+        # Insertion timestamps: wall-clock ns (comparable across shards, processes and
+        # restarts), made strictly increasing per shard.
+        self.last_ts = 0
         self.assembler = BatchAssembler(shard_id, bus.config.batch, next_sequence=next_sequence)
         self.popped = 0  # events the worker took from the ring
         self.evicted = 0  # events removed from the ring by drop_oldest / sample
@@ -159,7 +162,12 @@ class Bus:
         self.storage: StorageBackend = (
             storage
             if storage is not None
-            else pm.build(Kind.STORAGE, self.config.storage.backend, self.config.storage.options)
+            else pm.build(
+                Kind.STORAGE,
+                self.config.storage.backend,
+                self.config.storage.options,
+                path="storage.options",
+            )
         )
         # Manual scaling works without an automatic policy: the mapper then gets a
         # permissive manual one (no cooldown between explicit calls).
@@ -187,11 +195,14 @@ class Bus:
         self._flush_requested = 0
         self._nonce = 0
         self._workers_done: dict[int, anyio.Event] = {}
+        self._worker_scopes: dict[int, anyio.CancelScope] = {}
+        self._shutdown_done: anyio.Event | None = None
         self._poll_merger: Any = None
         self._capacity = self.config.ring_capacity
         # The ingest routing table: _Shard objects in the mapper's candidate order.
-        self._route: tuple[_Shard | None, ...] = (None,)
-        self._n = 0
+        # The ingest routing table and its size, replaced as one tuple so a reader in
+        # another thread never pairs a table with the wrong size.
+        self._routing: tuple[tuple[_Shard | None, ...], int] = ((None,), 0)
         if self.config.thread_safe:
             self.ingest_raw = self._ingest_raw_locked  # type: ignore[method-assign]
 
@@ -212,13 +223,20 @@ class Bus:
         dispatched or counted as dropped (see :meth:`shutdown`).
         """
         bus = cls(config, storage=storage, plugins=plugins)
-        async with anyio.create_task_group() as tg:
-            await bus._start(tg)
-            try:
-                yield bus
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await bus.shutdown()
+        try:
+            async with anyio.create_task_group() as tg:
+                await bus._start(tg)
+                try:
+                    yield bus
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await bus.shutdown()
+        except BaseExceptionGroup as group:
+            # The task group wraps what the block (or the start-up) raised; hand the
+            # caller the exception itself when there is exactly one.
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
 
     async def _start(self, tg: anyio.abc.TaskGroup) -> None:
         self._tg = tg
@@ -268,8 +286,7 @@ class Bus:
         # Every ACTIVE shard, in id order: the reference's deterministic mapping (load
         # metrics drive scaling decisions, not per-event routing).
         ids = self._mapper.active_ids()
-        self._route = tuple(shards[sid] for sid in ids) or (None,)
-        self._n = len(ids)
+        self._routing = (tuple(shards[sid] for sid in ids) or (None,), len(ids))
 
     def ingest_raw(self, event: bytes | str) -> int:
         """Queue one event given as bytes (or text, UTF-8 encoded), without validation.
@@ -280,15 +297,20 @@ class Bus:
         """
         if type(event) is not bytes:
             event = _to_bytes(event)
+        route, n = self._routing
         # Lemire mapping of the XXH3-64 hash over the active shards (ShardMapper.select).
-        shard = self._route[(_xxh3(event) * self._n) >> 64]
+        shard = route[(_xxh3(event) * n) >> 64]
         if shard is None or self._closing:
             return self._ingest_refused(shard)
         ring = shard.ring
         if len(ring) >= self._capacity:
             self._on_full(shard)
+        ts = _time_ns()
+        if ts <= shard.last_ts:
+            ts = shard.last_ts + 1
+        shard.last_ts = ts
         ring.append(event)
-        shard.stamps.append(_monotonic_ns())
+        shard.stamps.append(ts)
         if shard.waiter is not None:
             self._wake(shard)
         return shard.id
@@ -297,26 +319,35 @@ class Bus:
         """``ingest_raw`` for thread-safe buses: the same steps under the shard lock."""
         if type(event) is not bytes:
             event = _to_bytes(event)
-        shard = self._route[(_xxh3(event) * self._n) >> 64]
-        if shard is None:
-            return self._ingest_refused(shard)
-        lock = shard.lock
-        lock.acquire()
-        try:
-            # Checked under the lock: shutdown takes every lock once after setting the
-            # flag, so no event can enter a ring after that barrier.
-            if self._closing:
+        digest = _xxh3(event)
+        while True:
+            route, n = self._routing
+            shard = route[(digest * n) >> 64]
+            if shard is None:
                 return self._ingest_refused(shard)
-            ring = shard.ring
-            if len(ring) >= self._capacity:
-                self._on_full(shard)
-            ring.append(event)
-            shard.stamps.append(_monotonic_ns())
-            if shard.waiter is not None:
-                self._wake(shard)
-        finally:
-            lock.release()
-        return shard.id
+            lock = shard.lock
+            lock.acquire()
+            try:
+                # Checked under the lock: shutdown and shard retirement take the lock
+                # once after setting their flag, so no event can enter a ring after it.
+                if self._closing:
+                    return self._ingest_refused(shard)
+                if shard.removed:
+                    continue  # the topology changed under us: route again
+                ring = shard.ring
+                if len(ring) >= self._capacity:
+                    self._on_full(shard)
+                ts = _time_ns()
+                if ts <= shard.last_ts:
+                    ts = shard.last_ts + 1
+                shard.last_ts = ts
+                ring.append(event)
+                shard.stamps.append(ts)
+                if shard.waiter is not None:
+                    self._wake(shard)
+                return shard.id
+            finally:
+                lock.release()
 
     def _ingest_refused(self, shard: _Shard | None) -> int:
         if self._closing:
@@ -366,30 +397,34 @@ class Bus:
     def ingest_raw_batch(self, events: Iterable[bytes | str]) -> int:
         """Queue several events; returns how many were accepted (refusals are counted).
 
-        Events of one shard keep their input order; each shard's lock is taken once.
+        Events of one shard keep their input order and share one clock reading (made
+        strictly increasing); each shard's lock is taken once (thread-safe buses).
         """
         if self._closing:
             raise ShuttingDown
-        route, n = self._route, self._n
-        groups: dict[int, list[bytes]] = {}
+        items = [e if type(e) is bytes else _to_bytes(e) for e in events]
+        return self._ingest_groups(items)
+
+    def _ingest_groups(self, items: list[bytes]) -> int:
+        route, n = self._routing
+        groups: dict[_Shard, list[bytes]] = {}
         unrouted = 0
-        for event in events:
-            data = event if type(event) is bytes else _to_bytes(event)
+        for data in items:
             target = route[(_xxh3(data) * n) >> 64]
             if target is None:
                 unrouted += 1
                 continue
-            group = groups.get(target.id)
+            group = groups.get(target)
             if group is None:
-                groups[target.id] = [data]
+                groups[target] = [data]
             else:
                 group.append(data)
         self._unrouted += unrouted
         accepted = 0
         capacity = self._capacity
         threaded = self.config.thread_safe
-        for shard_id, items in groups.items():
-            shard = self._shards[shard_id]
+        moved: list[bytes] = []
+        for shard, group_items in groups.items():
             if threaded:
                 shard.lock.acquire()
             try:
@@ -397,21 +432,33 @@ class Bus:
                     if accepted == 0:
                         raise ShuttingDown
                     break
+                if shard.removed:
+                    moved.extend(group_items)  # retired meanwhile: route these again
+                    continue
                 ring = shard.ring
-                if len(items) <= capacity - len(ring):
-                    ring.extend(items)
-                    shard.stamps.extend(repeat(_monotonic_ns(), len(items)))
-                    taken = len(items)
+                count = len(group_items)
+                if count <= capacity - len(ring):
+                    base = _time_ns()
+                    if base <= shard.last_ts:
+                        base = shard.last_ts + 1
+                    ring.extend(group_items)
+                    shard.stamps.extend(range(base, base + count))
+                    shard.last_ts = base + count - 1
+                    taken = count
                 else:
                     taken = 0
-                    for data in items:
+                    for data in group_items:
                         if len(ring) >= capacity:
                             try:
                                 self._on_full(shard)
                             except (Backpressure, Sampled):
                                 continue
+                        ts = _time_ns()
+                        if ts <= shard.last_ts:
+                            ts = shard.last_ts + 1
+                        shard.last_ts = ts
                         ring.append(data)
-                        shard.stamps.append(_monotonic_ns())
+                        shard.stamps.append(ts)
                         taken += 1
                 accepted += taken
                 if taken and shard.waiter is not None:
@@ -419,6 +466,8 @@ class Bus:
             finally:
                 if threaded:
                     shard.lock.release()
+        if moved:
+            accepted += self._ingest_groups(moved)
         return accepted
 
     def ingest_batch(self, objs: Iterable[Any]) -> int:
@@ -428,6 +477,13 @@ class Bus:
     # -- workers ---------------------------------------------------------------------
 
     async def _worker(self, shard: _Shard, done: anyio.Event) -> None:
+        # Its own cancel scope: a timed-out shutdown cancels the workers, never the
+        # task group of the code that opened the bus.
+        with anyio.CancelScope() as scope:
+            self._worker_scopes[shard.id] = scope
+            await self._work(shard, done)
+
+    async def _work(self, shard: _Shard, done: anyio.Event) -> None:
         assembler = shard.assembler
         max_take = self.config.batch.max_size
         ring, stamps = shard.ring, shard.stamps
@@ -542,6 +598,8 @@ class Bus:
     async def flush(self) -> None:
         """Delivery barrier: return once every event accepted before the call has been
         dispatched to storage (or dropped, and counted), then flush the backend."""
+        if self._closing:
+            raise ShuttingDown
         targets = {sid: s.accepted for sid, s in {**self._shards, **self._retired}.items()}
         self._flush_requested += 1
         try:
@@ -561,28 +619,35 @@ class Bus:
     async def shutdown(self, timeout: float = 30.0) -> BusStats:  # noqa: ASYNC109 - a drain budget, not a cancel
         """Stop accepting events, deliver everything accepted, close storage.
 
-        Idempotent. If delivery does not finish within ``timeout`` seconds, what is left
-        is counted as dropped (reason ``shutdown``) and ``shutdown_was_lossy`` is set.
+        Idempotent; concurrent callers wait for the first one. If delivery does not
+        finish within ``timeout`` seconds, the workers are cancelled, what is left is
+        counted as dropped (reason ``shutdown``) and ``shutdown_was_lossy`` is set.
         """
-        if self._closed:
+        if self._shutdown_done is not None:
+            await self._shutdown_done.wait()
             return self.stats()
-        if not self._closing:
-            self._closing = True
-            # The barrier: after holding each lock once, no ingest can add to a ring.
-            for shard in list(self._shards.values()):
-                shard.lock.acquire()
-                shard.lock.release()
-                waiter = shard.waiter
-                if waiter is not None:
-                    shard.waiter = None
-                    waiter.set()
+        self._shutdown_done = anyio.Event()
+        try:
+            await self._shutdown(timeout)
+        finally:
+            self._shutdown_done.set()
+        return self.stats()
+
+    async def _shutdown(self, timeout: float) -> None:  # noqa: ASYNC109
+        self._closing = True
+        # The barrier: after holding each lock once, no ingest can add to a ring.
+        for shard in list(self._shards.values()):
+            shard.lock.acquire()
+            shard.lock.release()
+            if shard.waiter is not None:
+                self._wake(shard)
         with anyio.move_on_after(timeout) as scope:
             for done in list(self._workers_done.values()):
                 await done.wait()
         if scope.cancelled_caught:
             self._lossy = True
-            assert self._tg is not None
-            self._tg.cancel_scope.cancel()
+            for worker_scope in self._worker_scopes.values():
+                worker_scope.cancel()
             for shard in self._shards.values():
                 left = shard.accepted - shard.done
                 if left > 0:
@@ -606,7 +671,6 @@ class Bus:
             log.error("storage close at shutdown failed: %s", exc)
         self._closed = True
         self._notify(LifecycleKind.BUS_STOPPED, {"lossy": self._lossy})
-        return self.stats()
 
     # -- scaling ---------------------------------------------------------------------
 
@@ -644,6 +708,8 @@ class Bus:
 
     async def scale_down(self, count: int = 1) -> list[int]:
         """Remove ``count`` shards; their queued events are delivered first."""
+        if self._closing:
+            raise ShuttingDown
         ids = self._mapper.scale_down(count, time.monotonic_ns())
         self._refresh_route()  # draining shards take no new events from now on
         for shard_id in ids:
@@ -715,6 +781,8 @@ class Bus:
         shards: Sequence[int] | None = None,
     ) -> Any:
         """Read up to ``limit`` stored events after ``cursor`` (see PollMerger)."""
+        if self._closed:
+            raise ShuttingDown
         from net_core.consumer import PollRequest  # noqa: PLC0415 - consumer sits above bus
 
         return await self._poll_merger.poll(
