@@ -1,6 +1,7 @@
 # net-core workspace commands. Every target creates or updates .venv itself, so a fresh
 # machine needs only Python 3.11+ and make.
 #
+#   make demo    the event bus end to end on local disk (./net-demo-data; DEMO_ARGS="--events N")
 #   make test    lint (ruff, mypy) + the whole test suite
 #   make lint    lint only
 #   make venv    create/update .venv with every workspace distribution (editable, dev extras)
@@ -16,8 +17,9 @@ MEMBERS := $(sort $(dir $(wildcard */pyproject.toml plugins/*/pyproject.toml)))
 PYPROJECTS := pyproject.toml $(wildcard */pyproject.toml plugins/*/pyproject.toml)
 
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 
-.PHONY: venv test lint format clean
+.PHONY: venv demo test lint format clean
 
 venv: $(STAMP)
 
@@ -27,6 +29,9 @@ $(STAMP): $(PYPROJECTS) Makefile
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]' $(foreach m,$(MEMBERS),-e './$(m)')
 	@touch $(STAMP)
+
+demo: venv
+	$(BIN)/net demo $(DEMO_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

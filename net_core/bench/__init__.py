@@ -2,8 +2,9 @@
 
 The harness (:mod:`net_core.bench._harness`) times both implementations the same way
 in the same process and reports ours, theirs and the ratio; each suite is one module
-(``_redex`` ...) with a ``run_*_suite(quick=..., progress=...)`` function registered in
-:data:`SUITES`, which ``net bench SUITE`` and the scripts in ``benchmarks/`` run.
+(``_redex``, ``_bus`` ...) with a ``run_*_suite(quick=..., progress=...)`` function
+registered in :data:`SUITES`, which ``net bench SUITE`` and the scripts in
+``benchmarks/`` run.
 
 Benchmarks are not tests: they print numbers and assert nothing about speed. Library
 code must never import this package.
@@ -12,6 +13,7 @@ code must never import this package.
 from collections.abc import Mapping
 from typing import Final, Protocol, TextIO
 
+from net_core.bench._bus import run_bus_suite
 from net_core.bench._harness import (
     REFERENCE_MISSING,
     Reference,
@@ -37,6 +39,7 @@ __all__ = [
     "SuiteRunner",
     "format_table",
     "load_reference",
+    "run_bus_suite",
     "run_redex_suite",
 ]
 
@@ -49,5 +52,6 @@ class SuiteRunner(Protocol):
 
 #: The suites ``net bench`` knows, by name.
 SUITES: Final[Mapping[str, SuiteRunner]] = {
+    "bus": run_bus_suite,
     "redex": run_redex_suite,
 }

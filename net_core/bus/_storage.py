@@ -53,8 +53,8 @@ class Batch:
 
     ``sequence_start`` counts *events* per shard (0, then the size of the first batch,
     ...), so ``(nonce, shard_id, sequence_start + i)`` names an event forever.
-    ``timestamps[i]`` is the insertion time of ``events[i]`` (ns, strictly increasing per
-    shard, not wall clock).
+    ``timestamps[i]`` is the insertion time of ``events[i]`` (wall-clock unix ns, strictly
+    increasing per shard).
     """
 
     shard_id: int

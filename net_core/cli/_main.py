@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 
 from net_core._version import __version__
-from net_core.cli import _bench, _plugins, _redex
+from net_core.cli import _bench, _bus, _demo, _plugins, _redex
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,7 +17,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"net-core {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    _demo.register(subparsers)
     _plugins.register(subparsers)
+    _bus.register(subparsers)
     _redex.register(subparsers)
     _bench.register(subparsers)
     return parser

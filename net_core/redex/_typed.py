@@ -47,7 +47,9 @@ class TypedRedexFile(Generic[T]):
 
     def encode(self, value: T) -> bytes:
         """The payload bytes ``value`` is stored as."""
-        return self._dumps(self._conv.unstructure(value, self.type))
+        # An exact-size copy: orjson's result keeps a ~4 KiB buffer alive otherwise, and
+        # the file keeps every payload in memory.
+        return bytes(memoryview(self._dumps(self._conv.unstructure(value, self.type))))
 
     def decode(self, event: RedexEvent) -> T:
         """Decode one event's payload (raises :class:`RedexDecodeError`)."""
