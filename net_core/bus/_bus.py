@@ -260,7 +260,9 @@ class Bus:
         self._refresh_route()
         from net_core.consumer import PollMerger  # noqa: PLC0415 - consumer sits above bus
 
-        self._poll_merger = PollMerger(self.storage, self._poll_shards)
+        self._poll_merger = PollMerger(
+            self.storage, self._poll_shards, read_timeout=self.config.adapter_timeout_ms / 1000
+        )
         if self.config.scaling is not None and self.config.scaling.auto_scale:
             tg.start_soon(self._scaling_monitor)
         self._notify(LifecycleKind.BUS_STARTED, {"shards": list(self._shards)})

@@ -171,11 +171,20 @@ class PollMerger:
     poll that does not name its shards, so the merger follows scaling.
     """
 
-    __slots__ = ("_backend", "_live_shards")
+    __slots__ = ("_backend", "_live_shards", "_read_timeout")
 
-    def __init__(self, backend: StorageBackend, live_shards: Callable[[], Sequence[int]]) -> None:
+    def __init__(
+        self,
+        backend: StorageBackend,
+        live_shards: Callable[[], Sequence[int]],
+        *,
+        read_timeout: float | None = None,
+    ) -> None:
         self._backend = backend
         self._live_shards = live_shards
+        # Each shard read is bounded: a read that takes longer counts as a failed shard
+        # (reported in failed_shards, position kept), never a hung poll.
+        self._read_timeout = read_timeout
 
     @property
     def backend(self) -> StorageBackend:
@@ -310,11 +319,21 @@ class PollMerger:
         results: list[ShardPollResult | None] = [None] * len(shards)
         errors: list[Exception] = []
 
+        timeout = self._read_timeout
+
         async def read(index: int, shard: int) -> None:
             try:
-                results[index] = await self._backend.read_shard(shard, start.get(shard), limit)
+                if timeout is None:
+                    results[index] = await self._backend.read_shard(shard, start.get(shard), limit)
+                else:
+                    with anyio.fail_after(timeout):
+                        results[index] = await self._backend.read_shard(
+                            shard, start.get(shard), limit
+                        )
             except AdapterError as exc:
                 log.warning("poll: reading shard %d failed, skipped: %s", shard, exc)
+            except TimeoutError:
+                log.warning("poll: reading shard %d timed out after %g s, skipped", shard, timeout)
             except Exception as exc:  # re-raised below, outside the task group
                 errors.append(exc)
 

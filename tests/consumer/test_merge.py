@@ -649,3 +649,31 @@ async def test_paging_yields_exactly_the_matching_events(layout: dict[str, Any])
     assert final.events == []
     assert not final.has_more
     assert final.next_cursor == cursor
+
+
+class _HangingShardStorage(StorageBackend):
+    """Shard 1 never answers (a stuck backend); shard 0 is a real memory store."""
+
+    name = "hanging"
+
+    def __init__(self) -> None:
+        self.inner = MemoryStorage()
+
+    async def write_batch(self, batch: Batch) -> None:
+        await self.inner.write_batch(batch)
+
+    async def read_shard(self, shard_id: int, after: str | None, limit: int) -> ShardPollResult:
+        if shard_id == 1:
+            await anyio.sleep_forever()
+        return await self.inner.read_shard(shard_id, after, limit)
+
+
+@pytest.mark.anyio
+async def test_a_hanging_shard_read_times_out_as_a_failed_shard() -> None:
+    backend = _HangingShardStorage()
+    await backend.write_batch(Batch(0, 0, 7, [b'{"a":1}'], [1]))
+    merger = PollMerger(backend, lambda: [0, 1], read_timeout=0.05)
+    with anyio.fail_after(5):
+        response = await merger.poll(PollRequest(limit=10))
+    assert [e.raw for e in response.events] == [b'{"a":1}']
+    assert response.failed_shards == [1]
