@@ -26,7 +26,7 @@ from __future__ import annotations
 import abc
 import re
 from collections.abc import Sequence
-from typing import Any, ClassVar, final
+from typing import Any, ClassVar, NamedTuple, final
 
 import attrs
 import orjson
@@ -71,14 +71,13 @@ class Batch:
         return dedup_id(self.nonce, self.shard_id, self.sequence_start, index)
 
 
-@final
-@attrs.frozen(slots=True)
-class StoredEvent:
-    """An event read back from storage.
+class StoredEvent(NamedTuple):
+    """An event read back from storage (immutable).
 
     ``id`` is its position in the shard (an exclusive cursor value), ``raw`` the bytes
     as ingested, ``insertion_ts`` its insertion time, ``dedup_id`` its stable id when the
-    backend stores it.
+    backend stores it. A named tuple rather than an attrs class: polls build one per
+    event, and this is about three times cheaper to construct.
     """
 
     id: str
