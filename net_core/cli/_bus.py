@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
-import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO, Final, final
@@ -36,7 +34,7 @@ import attrs
 import orjson
 
 from net_core.bus import Backpressure, Bus, BusConfig, BusStats, StorageConfig, StoredEvent
-from net_core.cli._common import add_json_flag, emit_json, report_error
+from net_core.cli._common import add_json_flag, command, emit_json
 from net_core.consumer import (
     CompositeCursor,
     Filter,
@@ -45,7 +43,7 @@ from net_core.consumer import (
     PollMerger,
     PollRequest,
 )
-from net_core.errors import BusError, NetError
+from net_core.errors import BusError
 from net_core.plugins import get_plugin_manager
 
 __all__ = [
@@ -53,7 +51,6 @@ __all__ = [
     "DEFAULT_SHARDS",
     "NONCE_FILE",
     "BusDirectoryError",
-    "command",
     "describe_stats",
     "ingest_after_backpressure",
     "positive_int",
@@ -80,48 +77,6 @@ class BusDirectoryError(BusError, FileNotFoundError):
 
 
 # -- shared plumbing ----------------------------------------------------------------------
-
-_Handler = Callable[[argparse.Namespace], int]
-
-
-def command(body: _Handler) -> _Handler:
-    """Wrap a command: library errors and OS errors exit 1, a closed pipe exits 0."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            status = body(args)
-            sys.stdout.flush()
-        except BrokenPipeError:
-            _drop_stdout()
-            return 0
-        except NetError as exc:
-            return report_error(exc, as_json=args.json)
-        except OSError as exc:
-            return _report_os_error(exc, as_json=args.json)
-        except KeyboardInterrupt:
-            return 130
-        return status
-
-    run.__doc__ = body.__doc__
-    return run
-
-
-def _report_os_error(exc: OSError, *, as_json: bool) -> int:
-    message = f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)
-    if as_json:
-        emit_json({"error": {"type": type(exc).__name__, "message": message}})
-    else:
-        sys.stderr.write(f"net: error: {message}\n")
-    return 1
-
-
-def _drop_stdout() -> None:
-    # The interpreter flushes stdout again at exit; pointing it at /dev/null keeps that
-    # flush from failing a second time.
-    with contextlib.suppress(OSError, ValueError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
 
 
 def positive_int(text: str) -> int:

@@ -48,12 +48,11 @@ from net_core.cli._bus import (
     DEFAULT_DATA_DIR,
     DEFAULT_SHARDS,
     NONCE_FILE,
-    command,
     describe_stats,
     ingest_after_backpressure,
     positive_int,
 )
-from net_core.cli._common import add_json_flag, emit_json
+from net_core.cli._common import add_json_flag, command, emit_json
 from net_core.consumer import CompositeCursor, InvalidCursor
 from net_core.errors import BusError
 

@@ -29,7 +29,7 @@ import struct
 import sys
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, final
@@ -37,7 +37,7 @@ from typing import Any, Final, final
 import attrs
 import orjson
 
-from net_core.cli._common import add_json_flag, emit_json, report_error
+from net_core.cli._common import add_json_flag, command, emit_json
 from net_core.errors import NetError, RedexError
 from net_core.redex import (
     ChannelNameError,
@@ -46,7 +46,6 @@ from net_core.redex import (
     Redex,
     RedexEvent,
     RedexFile,
-    RedexIOError,
     validate_channel_name,
 )
 from net_core.redex._format import (
@@ -298,39 +297,6 @@ def _dash(value: object) -> str:
 
 # -- command plumbing ---------------------------------------------------------------------
 
-_Handler = Callable[[argparse.Namespace], int]
-
-
-def _command(body: _Handler) -> _Handler:
-    """Wrap a command: library errors exit 1, a closed stdout pipe exits 0 quietly."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            status = body(args)
-            sys.stdout.flush()
-        except BrokenPipeError:
-            _drop_stdout()
-            return 0
-        except NetError as exc:
-            return report_error(exc, as_json=args.json)
-        except OSError as exc:
-            return report_error(RedexIOError(str(exc)), as_json=args.json)
-        except KeyboardInterrupt:
-            return 130
-        return status
-
-    run.__doc__ = body.__doc__
-    return run
-
-
-def _drop_stdout() -> None:
-    # The interpreter flushes stdout again at exit; pointing it at /dev/null keeps that
-    # flush from failing a second time (the recipe of the `signal` module docs).
-    with contextlib.suppress(OSError, ValueError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-
 
 def _integer(text: str) -> int:
     """A decimal (or ``0x``/``0o``/``0b``-prefixed) integer, for argparse."""
@@ -488,7 +454,7 @@ def _read_optional(path: Path) -> bytes | None:
         return None
 
 
-@_command
+@command
 def _run_ls(args: argparse.Namespace) -> int:
     """List the channels under a directory."""
     base = Path(args.dir)
@@ -530,7 +496,7 @@ def _run_ls(args: argparse.Namespace) -> int:
 # -- dump ---------------------------------------------------------------------------------
 
 
-@_command
+@command
 def _run_dump(args: argparse.Namespace) -> int:
     """Print the events of a channel."""
     end = MAX_SEQ + 1 if args.to_seq is None else args.to_seq
@@ -702,7 +668,7 @@ class _FollowReader:
         return time.time_ns()
 
 
-@_command
+@command
 def _run_tail(args: argparse.Namespace) -> int:
     """Print events from a seq on; with --follow, keep printing new ones."""
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a follow ends
@@ -948,7 +914,7 @@ def _corruption(index: int, rec: IdxRecord, dat: bytes) -> str:
     )
 
 
-@_command
+@command
 def _run_verify(args: argparse.Namespace) -> int:
     """Check a channel's files and report every problem."""
     layout = _require_channel(Path(args.dir), args.channel)
@@ -1055,7 +1021,7 @@ def _describe_state(state: dict[str, Any]) -> str:
     )
 
 
-@_command
+@command
 def _run_compact(args: argparse.Namespace) -> int:
     """Apply retention once (or just rewrite the live generation)."""
     base = Path(args.dir)

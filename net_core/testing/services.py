@@ -22,6 +22,7 @@ Everything binds and connects to ``127.0.0.1`` only.
 
 from __future__ import annotations
 
+import abc
 import atexit
 import contextlib
 import importlib
@@ -331,7 +332,7 @@ def _close_leftovers() -> None:
             server.close()
 
 
-class _Server:
+class _Server(abc.ABC):
     """What Redis and NATS servers share: port, data dir, process, lifecycle."""
 
     __slots__ = (
@@ -373,15 +374,17 @@ class _Server:
     # -- subclass hooks
 
     @classmethod
+    @abc.abstractmethod
     def _find_binary(cls) -> Path:
-        raise NotImplementedError
+        """Locate the server executable."""
 
+    @abc.abstractmethod
     def _args(self) -> list[str]:
-        raise NotImplementedError
+        """The server's command-line arguments."""
 
+    @abc.abstractmethod
     def _probe(self, timeout: float) -> bool:
         """Return True when the server is fully ready; may raise OSError/NetError."""
-        raise NotImplementedError
 
     # -- properties
 
