@@ -1125,7 +1125,7 @@ def test_failed_channel_creation_can_be_retried(tmp_path: Path, op: str) -> None
     continue_and_recheck(tmp_path, f, redex)
 
 
-# -- library bugs found by these tests (xfail until fixed) ---------------------------------
+# -- regressions: library bugs these tests found (all fixed) ---------------------------------
 
 
 def test_append_is_not_failed_by_a_concurrent_close_during_its_retention_sweep(
