@@ -311,6 +311,7 @@ def reference_decode(node: object, token: str) -> str | None:
     )
 )
 @example("eyIwIjoiMTc5NTM4Njg0MjczOS0yIn0=")
+@example("eyIiOiAiIiwgIjAwMCI6ICIifQ==")  # two bad keys: the reference names either
 def test_accepts_exactly_what_the_reference_accepts(reference_net: object, token: str) -> None:
     if not _utf8(token):
         return  # cannot cross into the reference as a Rust string
@@ -318,12 +319,31 @@ def test_accepts_exactly_what_the_reference_accepts(reference_net: object, token
     ours = our_decode(token)
     if isinstance(ours, str):
         assert expected is not None, f"reference accepted {token!r}, we raised {ours}"
-        if expected.startswith("invalid cursor: Invalid") or "shard key" in expected:
+        if expected.startswith("invalid cursor: Invalid") or (
+            "shard key" in expected and _bad_key_count(token) <= 1
+        ):
+            # With several bad keys the reference names whichever its hash map visits
+            # first (a random order per map), so only a single bad key pins the text.
             assert ours == expected
         return
     assert expected is None, f"reference rejected {token!r}: {expected}"
     # And our own encoding of it is accepted too.
     assert reference_decode(reference_net, ours.encode()) is None
+
+
+def _bad_key_count(token: str) -> int:
+    """How many keys of the token's JSON object are not canonical u16 shard ids."""
+    try:
+        obj = json.loads(base64.b64decode(token, validate=True))
+    except ValueError:
+        return 0
+    if not isinstance(obj, dict):
+        return 0
+    return sum(
+        1
+        for key in obj
+        if not (key.isascii() and key.isdigit() and str(int(key)) == key and int(key) <= 65_535)
+    )
 
 
 def our_decode(token: str) -> CompositeCursor | str:
