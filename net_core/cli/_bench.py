@@ -7,14 +7,14 @@ import sys
 
 import attrs
 
-from net_core.bench import SUITES, format_table
+from net_core.bench import available_suites, format_table
 from net_core.cli._common import add_json_flag, emit_json, report_error
 from net_core.errors import NetError
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``bench`` sub-command."""
-    names = ", ".join(sorted(SUITES))
+    names = ", ".join(sorted(available_suites()))
     parser = subparsers.add_parser(
         "bench",
         help="measure throughput and memory against the reference implementation",
@@ -37,8 +37,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     """Run the chosen suite and print its table (or JSON document)."""
-    names = sorted(SUITES)
-    if args.suite not in SUITES:
+    suites = available_suites()
+    names = sorted(suites)
+    if args.suite not in suites:
         problem = (
             "a suite name is required"
             if args.suite is None
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
             sys.stderr.write(f"net bench: error: {problem}; available suites: {', '.join(names)}\n")
         return 2
     try:
-        report = SUITES[args.suite](quick=args.quick, progress=sys.stderr)
+        report = suites[args.suite](quick=args.quick, progress=sys.stderr)
     except NetError as exc:
         return report_error(exc, as_json=args.json)
     if args.json:
