@@ -30,7 +30,7 @@ does I/O and never folds events into state.
 from __future__ import annotations
 
 import enum
-from typing import Final, final
+from typing import Final, NamedTuple, final
 
 import attrs
 
@@ -185,16 +185,15 @@ class TaskStatus(enum.IntEnum):
     COMPLETED = 1
 
 
-@final
-@attrs.frozen
-class Task:
-    """One task record, in postcard field order."""
+class Task(NamedTuple):
+    """One task record, in postcard field order (an immutable named tuple: cheap to build
+    in a fold, safe to hand out from queries)."""
 
-    id: int = attrs.field(validator=_u64)
+    id: int
     title: str
     status: TaskStatus
-    created_ns: int = attrs.field(validator=_u64)
-    updated_ns: int = attrs.field(validator=_u64)
+    created_ns: int
+    updated_ns: int
 
 
 @final
@@ -344,17 +343,16 @@ def decode_memory_event(dispatch: int, tail: bytes | bytearray | memoryview) -> 
     raise UnknownDispatchError("memories", dispatch)
 
 
-@final
-@attrs.frozen
-class Memory:
-    """One memory record, in postcard field order."""
+class Memory(NamedTuple):
+    """One memory record, in postcard field order (an immutable named tuple; ``tags`` is a
+    tuple, order kept, duplicates allowed)."""
 
-    id: int = attrs.field(validator=_u64)
+    id: int
     content: str
-    tags: tuple[str, ...] = attrs.field(converter=_tags)
+    tags: tuple[str, ...]
     source: str
-    created_ns: int = attrs.field(validator=_u64)
-    updated_ns: int = attrs.field(validator=_u64)
+    created_ns: int
+    updated_ns: int
     pinned: bool
 
 
@@ -397,7 +395,7 @@ def decode_memory_snapshot(data: bytes | bytearray | memoryview) -> MemorySnapsh
         memories[key] = Memory(
             inner.u64(),
             inner.str(),
-            inner.seq(inner.str),
+            tuple(inner.seq(inner.str)),
             inner.str(),
             inner.u64(),
             inner.u64(),

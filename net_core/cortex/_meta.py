@@ -51,6 +51,7 @@ __all__ = [
     "checksum_v2",
     "is_application_dispatch",
     "open_event",
+    "open_raw",
     "seal",
 ]
 
@@ -80,6 +81,8 @@ _HEADER = struct.Struct("<BBxxQQI")
 _U8_MAX = 0xFF
 _U32_MASK = 0xFFFF_FFFF
 _U64_MAX = 0xFFFF_FFFF_FFFF_FFFF
+_ZERO_CHECKSUM = bytes(4)
+_xxh3 = xxhash.xxh3_64_intdigest
 
 
 class EventMetaError(DecodeError, CortexError):
@@ -172,11 +175,41 @@ def seal(
     tail: bytes | bytearray | memoryview,
     flags: int = 0,
 ) -> bytes:
-    """Return a complete CortEX payload: a header carrying a v2 checksum, then ``tail``."""
-    body = bytes(tail)
-    meta = EventMeta(dispatch, flags, origin_hash, seq_or_ts)
-    meta = attrs.evolve(meta, checksum=checksum_v2(meta, body))
-    return meta.encode() + body
+    """Return a complete CortEX payload: a header carrying a v2 checksum, then ``tail``.
+
+    Raises ``ValueError`` if a header field is out of range.
+    """
+    body = tail if type(tail) is bytes else bytes(tail)
+    try:
+        head = _HEADER.pack(dispatch, flags, origin_hash, seq_or_ts, 0)
+    except struct.error:
+        # Re-run the field checks for a message that names the field.
+        EventMeta(dispatch, flags, origin_hash, seq_or_ts)
+        raise  # pragma: no cover - EventMeta rejects whatever struct rejected
+    checksum = _xxh3(head + body) & _U32_MASK
+    return _HEADER.pack(dispatch, flags, origin_hash, seq_or_ts, checksum) + body
+
+
+def open_raw(payload: bytes) -> tuple[int, int, int, int, bytes]:
+    """Verify a payload; returns ``(dispatch, flags, origin_hash, seq_or_ts, tail)``.
+
+    The allocation-light twin of :func:`open_event` used on the fold's hot path: no
+    :class:`EventMeta` object, no checksum version. Same errors.
+    """
+    if len(payload) < EVENT_META_SIZE:
+        raise EventMetaError(
+            f"event meta needs {EVENT_META_SIZE} bytes, payload has {len(payload)}"
+        )
+    dispatch, flags, origin, seq_or_ts, checksum = _HEADER.unpack_from(payload, 0)
+    tail = payload[EVENT_META_SIZE:]
+    if (_xxh3(payload[:20] + _ZERO_CHECKSUM + tail) & _U32_MASK) != checksum and (
+        _xxh3(tail) & _U32_MASK
+    ) != checksum:
+        raise ChecksumMismatch(
+            f"event checksum {checksum:#010x} matches neither v2 nor v1 "
+            f"(dispatch {dispatch:#04x}, origin {origin:#x})"
+        )
+    return dispatch, flags, origin, seq_or_ts, tail
 
 
 def open_event(

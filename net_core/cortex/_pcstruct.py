@@ -1,0 +1,189 @@
+"""``struct``-style packing of postcard records: one call per record, not per field.
+
+The CortEX hot paths (sealing an event, folding one) encode and decode whole records
+(``id u64, title String, now_ns u64``...). Doing it field by field through
+:class:`~net_core.cortex.Reader` costs a Python call per field; these two functions take
+a format string instead, like :mod:`struct`:
+
+=====  =========================================================
+code   postcard type
+=====  =========================================================
+``u``  ``u64`` / ``usize`` varint (at most 10 bytes, value <= 2**64-1)
+``w``  ``u32`` varint (at most 5 bytes; enum variant indexes)
+``?``  ``bool`` (one byte, 0x00 or 0x01)
+``s``  ``String`` (varint length, UTF-8 bytes)
+``y``  ``Vec<u8>`` (varint length, bytes)
+``S``  ``Vec<String>`` (varint count, then strings; decoded as a tuple)
+=====  =========================================================
+
+``unpack_from(fmt, buf, pos)`` returns the values followed by the offset after the last
+one (trailing bytes are the caller's business, as in the reference) and raises
+:class:`~net_core.cortex.PostcardError`, and nothing else, on malformed input.
+``pack(fmt, *values)`` raises ``ValueError`` / ``TypeError`` for values that do not fit.
+
+A C implementation (``net_core._pcstruct_c``, built when a compiler is available) is used
+when present; :data:`IMPLEMENTATION` says which one is active. Both behave identically
+(the test suite checks them against each other).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final
+
+from net_core.cortex._postcard import PostcardError
+
+__all__ = ["IMPLEMENTATION", "pack", "py_pack", "py_unpack_from", "unpack_from"]
+
+_U64_MAX: Final = 0xFFFF_FFFF_FFFF_FFFF
+_U32_MAX: Final = 0xFFFF_FFFF
+_SMALL: Final = [bytes((i,)) for i in range(128)]
+
+
+def _varint(value: int, maximum: int) -> bytes:
+    if type(value) is not int and not isinstance(value, int):
+        raise TypeError(f"varint needs an int, got {type(value).__name__}")
+    if not 0 <= value <= maximum:
+        raise ValueError(f"varint value {value} out of range 0..={maximum}")
+    if value < 0x80:
+        return _SMALL[value]
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _read_varint(buf: bytes, pos: int, maximum: int, width: int, what: str) -> tuple[int, int]:
+    start = pos
+    try:
+        byte = buf[pos]
+    except IndexError:
+        raise PostcardError(f"{what}: truncated varint at offset {start}") from None
+    if byte < 0x80:
+        return byte, pos + 1
+    value = byte & 0x7F
+    shift = 7
+    for _ in range(width - 1):
+        pos += 1
+        try:
+            byte = buf[pos]
+        except IndexError:
+            raise PostcardError(f"{what}: truncated varint at offset {start}") from None
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            if value > maximum:
+                raise PostcardError(f"{what}: varint {value} overflows at offset {start}")
+            return value, pos + 1
+        shift += 7
+    raise PostcardError(f"{what}: varint longer than {width} bytes at offset {start}")
+
+
+def _read_bytes(buf: bytes, pos: int, what: str) -> tuple[bytes, int]:
+    length, pos = _read_varint(buf, pos, _U64_MAX, 10, what)
+    end = pos + length
+    if end > len(buf):
+        raise PostcardError(f"{what}: need {length} byte(s) at offset {pos}, have {len(buf) - pos}")
+    return buf[pos:end], end
+
+
+def _read_str(buf: bytes, pos: int) -> tuple[str, int]:
+    raw, end = _read_bytes(buf, pos, "str")
+    try:
+        return raw.decode(), end
+    except UnicodeDecodeError:
+        raise PostcardError(f"str: invalid UTF-8 at offset {pos}") from None
+
+
+def py_unpack_from(fmt: str, buf: bytes, pos: int = 0) -> tuple[Any, ...]:
+    """Pure-Python :func:`unpack_from`."""
+    out: list[Any] = []
+    append = out.append
+    for code in fmt:
+        if code == "u":
+            value, pos = _read_varint(buf, pos, _U64_MAX, 10, "u64")
+            append(value)
+        elif code == "s":
+            text, pos = _read_str(buf, pos)
+            append(text)
+        elif code == "S":
+            start = pos
+            count, pos = _read_varint(buf, pos, _U64_MAX, 10, "length")
+            if count > len(buf) - pos:
+                raise PostcardError(f"seq: count {count} exceeds the bytes left at {start}")
+            items = []
+            for _ in range(count):
+                text, pos = _read_str(buf, pos)
+                items.append(text)
+            append(tuple(items))
+        elif code == "w":
+            value, pos = _read_varint(buf, pos, _U32_MAX, 5, "u32")
+            append(value)
+        elif code == "?":
+            if pos >= len(buf):
+                raise PostcardError(f"bool: truncated at offset {pos}")
+            byte = buf[pos]
+            if byte > 1:
+                raise PostcardError(f"bool: invalid byte {byte:#04x} at offset {pos}")
+            append(byte == 1)
+            pos += 1
+        elif code == "y":
+            raw, pos = _read_bytes(buf, pos, "bytes")
+            append(raw)
+        else:
+            raise ValueError(f"unknown postcard format code {code!r}")
+    append(pos)
+    return tuple(out)
+
+
+def py_pack(fmt: str, *values: Any) -> bytes:
+    """Pure-Python :func:`pack`."""
+    if len(values) != len(fmt):
+        raise TypeError(f"pack format {fmt!r} takes {len(fmt)} values, got {len(values)}")
+    parts: list[bytes] = []
+    append = parts.append
+    for code, value in zip(fmt, values, strict=True):
+        if code == "u":
+            append(_varint(value, _U64_MAX))
+        elif code == "s":
+            raw = value.encode()
+            append(_varint(len(raw), _U64_MAX))
+            append(raw)
+        elif code == "S":
+            if isinstance(value, str):
+                raise TypeError("Vec<String> needs a sequence of str, not a str")
+            append(_varint(len(value), _U64_MAX))
+            for item in value:
+                raw = item.encode()
+                append(_varint(len(raw), _U64_MAX))
+                append(raw)
+        elif code == "w":
+            append(_varint(value, _U32_MAX))
+        elif code == "?":
+            if not isinstance(value, bool):
+                raise TypeError(f"bool field needs a bool, got {type(value).__name__}")
+            append(b"\x01" if value else b"\x00")
+        elif code == "y":
+            raw = bytes(value)
+            append(_varint(len(raw), _U64_MAX))
+            append(raw)
+        else:
+            raise ValueError(f"unknown postcard format code {code!r}")
+    return b"".join(parts)
+
+
+unpack_from: Callable[..., tuple[Any, ...]]
+pack: Callable[..., bytes]
+
+try:
+    from net_core import _pcstruct_c  # type: ignore[attr-defined]
+except ImportError:  # no compiler at install time: the pure-Python twins
+    unpack_from = py_unpack_from
+    pack = py_pack
+    IMPLEMENTATION: str = "python"
+else:
+    _pcstruct_c.set_error_class(PostcardError)
+    unpack_from = _pcstruct_c.unpack_from
+    pack = _pcstruct_c.pack
+    IMPLEMENTATION = "c"

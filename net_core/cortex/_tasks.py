@@ -1,0 +1,481 @@
+"""The Tasks model: a fold of ``cortex/tasks`` into tasks by id, with queries and watches.
+
+Wire compatibility with the reference's ``TasksAdapter``: the same channel name, dispatch
+codes (0x01 created, 0x02 renamed, 0x03 completed, 0x04 deleted), postcard tails and
+snapshot bytes (``{app_seq, inner}``), the same header stamping (our origin, a
+per-adapter counter in ``seq_or_ts``, v2 checksum) and the same fold rules:
+
+* CREATED inserts or fully resets a task (pending, created = updated = now);
+* RENAMED / COMPLETED change an existing task and bump ``updated_ns`` (no-op if unknown);
+* DELETED removes (no-op if unknown); an unknown dispatch code is ignored.
+
+``app_seq`` (the counter stamped into our events) never goes backwards: after every
+successfully applied event of our own origin it becomes at least that event's counter
+plus one, so a reopened adapter never reuses a counter value.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Collection
+from contextlib import asynccontextmanager
+from typing import Final, final
+
+import attrs
+
+from net_core.cortex._adapter import CortexAdapter, CortexAdapterConfig, CortexEvent, Fold
+from net_core.cortex._codec import (
+    Task,
+    TaskSnapshot,
+    TaskStatus,
+    decode_task_snapshot,
+    encode_task_snapshot,
+)
+from net_core.cortex._errors import AdapterClosedError, SnapshotDecodeError
+from net_core.cortex._meta import (
+    DISPATCH_TASK_COMPLETED,
+    DISPATCH_TASK_CREATED,
+    DISPATCH_TASK_DELETED,
+    DISPATCH_TASK_RENAMED,
+    seal,
+)
+from net_core.cortex._pcstruct import pack, unpack_from
+from net_core.cortex._query import Watch, check_bounds, order_and_limit, parse_order_by
+from net_core.cortex._snapshot import Snapshot
+from net_core.errors import DecodeError
+from net_core.redex import Redex, RedexFileConfig
+
+__all__ = ["TASKS_CHANNEL", "TasksAdapter", "TasksFold", "TasksState"]
+
+TASKS_CHANNEL: Final = "cortex/tasks"
+_U64_MAX: Final = 0xFFFF_FFFF_FFFF_FFFF
+_PENDING: Final = TaskStatus.PENDING
+_COMPLETED: Final = TaskStatus.COMPLETED
+_new_task = tuple.__new__
+
+
+@final
+@attrs.define
+class TasksState:
+    """Folded Tasks state: the tasks by id and the next ``app_seq`` of our origin."""
+
+    tasks: dict[int, Task] = attrs.field(factory=dict)
+    app_seq: int = 0
+
+
+@final
+class TasksFold(Fold[TasksState]):
+    """The Tasks fold (see the module docstring); ``origin_hash`` is the adapter's own."""
+
+    name = TASKS_CHANNEL
+    snapshot_version = 1
+
+    def __init__(self, origin_hash: int) -> None:
+        self.origin_hash = origin_hash
+
+    def apply(self, event: CortexEvent, state: TasksState) -> None:
+        """Fold one Tasks event."""
+        dispatch = event.dispatch
+        tasks = state.tasks
+        if dispatch == DISPATCH_TASK_CREATED:
+            task_id, title, now, _ = unpack_from("usu", event.tail)
+            tasks[task_id] = _new_task(Task, (task_id, title, _PENDING, now, now))
+        elif dispatch == DISPATCH_TASK_RENAMED:
+            task_id, title, now, _ = unpack_from("usu", event.tail)
+            old = tasks.get(task_id)
+            if old is not None:
+                tasks[task_id] = _new_task(Task, (task_id, title, old.status, old.created_ns, now))
+        elif dispatch == DISPATCH_TASK_COMPLETED:
+            task_id, now, _ = unpack_from("uu", event.tail)
+            old = tasks.get(task_id)
+            if old is not None:
+                tasks[task_id] = _new_task(
+                    Task, (task_id, old.title, _COMPLETED, old.created_ns, now)
+                )
+        elif dispatch == DISPATCH_TASK_DELETED:
+            task_id, _ = unpack_from("u", event.tail)
+            tasks.pop(task_id, None)
+        if event.origin_hash == self.origin_hash:
+            counter = event.seq_or_ts
+            if counter >= state.app_seq and counter != _U64_MAX:
+                state.app_seq = counter + 1
+
+    def encode_state(self, state: TasksState) -> bytes:
+        """The reference's snapshot bytes: ``{app_seq, inner: tasks map}``."""
+        return encode_task_snapshot(TaskSnapshot(state.app_seq, state.tasks))
+
+    def decode_state(self, data: bytes, version: int) -> TasksState:
+        """Decode the reference's snapshot bytes (trailing bytes ignored)."""
+        try:
+            snap = decode_task_snapshot(data)
+        except DecodeError as exc:
+            raise SnapshotDecodeError(f"tasks snapshot: {exc}") from exc
+        return TasksState(dict(snap.tasks), snap.app_seq)
+
+
+def _status(value: TaskStatus | str | None) -> TaskStatus | None:
+    if value is None or isinstance(value, TaskStatus):
+        return value
+    lowered = value.lower()
+    if lowered == "pending":
+        return TaskStatus.PENDING
+    if lowered == "completed":
+        return TaskStatus.COMPLETED
+    raise ValueError(f"invalid status \"{value}\" (expected 'pending' or 'completed')")
+
+
+@final
+class TasksAdapter:
+    """Tasks over a RedEX channel: writes, folded state, queries and watches.
+
+    Open with :meth:`open` or :meth:`open_from_snapshot` (async context managers); the
+    block is entered once the fold has caught up with everything already in the log::
+
+        async with TasksAdapter.open(redex, origin_hash=7) as tasks:
+            seq = tasks.create(1, "write the docs")
+            await tasks.wait_for_seq(seq)
+            print(tasks.list_tasks(status="pending"))
+    """
+
+    def __init__(self, adapter: CortexAdapter[TasksState], origin_hash: int) -> None:
+        self._adapter = adapter
+        self.origin_hash = origin_hash
+        """The producer id stamped into this adapter's events."""
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls,
+        redex: Redex,
+        origin_hash: int,
+        *,
+        persistent: bool = False,
+        file_config: RedexFileConfig | None = None,
+        config: CortexAdapterConfig | None = None,
+    ) -> AsyncIterator[TasksAdapter]:
+        """Open ``cortex/tasks`` in ``redex`` and fold it from the beginning."""
+        file = redex.open_file(TASKS_CHANNEL, _file_config(persistent, file_config))
+        cfg = attrs.evolve(config or CortexAdapterConfig(), origin_hash=origin_hash)
+        async with CortexAdapter.open(file, TasksFold(origin_hash), TasksState(), cfg) as a:
+            yield cls(a, origin_hash)
+
+    @classmethod
+    @asynccontextmanager
+    async def open_from_snapshot(
+        cls,
+        redex: Redex,
+        origin_hash: int,
+        snapshot: Snapshot,
+        *,
+        persistent: bool = False,
+        file_config: RedexFileConfig | None = None,
+        config: CortexAdapterConfig | None = None,
+    ) -> AsyncIterator[TasksAdapter]:
+        """Restore ``snapshot`` (see :meth:`CortexAdapter.open_from_snapshot`) and fold
+        the events after it. A reference snapshot ``(bytes, last_seq)`` restores as
+        ``Snapshot("cortex/tasks", 1, last_seq, bytes)``."""
+        file = redex.open_file(TASKS_CHANNEL, _file_config(persistent, file_config))
+        cfg = attrs.evolve(config or CortexAdapterConfig(), origin_hash=origin_hash)
+        async with CortexAdapter.open_from_snapshot(
+            file, TasksFold(origin_hash), snapshot, TasksState, cfg
+        ) as a:
+            yield cls(a, origin_hash)
+
+    # -- writes ----------------------------------------------------------------------
+
+    def _ingest(self, op: str, dispatch: int, tail: bytes) -> int:
+        adapter = self._adapter
+        if adapter.closed:
+            raise AdapterClosedError(op)
+        state = adapter.state
+        with adapter.state_lock:
+            counter = state.app_seq
+            state.app_seq = counter + 1
+        return adapter.file.append(seal(dispatch, self.origin_hash, counter, tail))
+
+    def create(self, task_id: int, title: str, now_ns: int | None = None) -> int:
+        """Create (or fully reset) a pending task; returns the RedEX seq."""
+        now = time.time_ns() if now_ns is None else now_ns
+        return self._ingest("create", DISPATCH_TASK_CREATED, pack("usu", task_id, title, now))
+
+    def rename(self, task_id: int, new_title: str, now_ns: int | None = None) -> int:
+        """Rename a task (a no-op in the fold if it does not exist); returns the seq."""
+        now = time.time_ns() if now_ns is None else now_ns
+        return self._ingest("rename", DISPATCH_TASK_RENAMED, pack("usu", task_id, new_title, now))
+
+    def complete(self, task_id: int, now_ns: int | None = None) -> int:
+        """Mark a task completed (a no-op if it does not exist); returns the seq."""
+        now = time.time_ns() if now_ns is None else now_ns
+        return self._ingest("complete", DISPATCH_TASK_COMPLETED, pack("uu", task_id, now))
+
+    def delete(self, task_id: int) -> int:
+        """Delete a task (a no-op if it does not exist); returns the seq."""
+        return self._ingest("delete", DISPATCH_TASK_DELETED, pack("u", task_id))
+
+    # -- reads -----------------------------------------------------------------------
+
+    @property
+    def adapter(self) -> CortexAdapter[TasksState]:
+        """The underlying generic adapter (watermarks, changes, errors)."""
+        return self._adapter
+
+    @property
+    def tasks(self) -> dict[int, Task]:
+        """The folded tasks by id (live view: do not mutate)."""
+        return self._adapter.state.tasks
+
+    @property
+    def app_seq(self) -> int:
+        """The counter the next write of this adapter stamps into ``seq_or_ts``."""
+        return self._adapter.state.app_seq
+
+    def count(self) -> int:
+        """Number of tasks."""
+        return len(self._adapter.state.tasks)
+
+    def get(self, task_id: int) -> Task | None:
+        """The task with ``task_id``, or ``None``."""
+        return self._adapter.state.tasks.get(task_id)
+
+    def list_tasks(
+        self,
+        *,
+        status: TaskStatus | str | None = None,
+        title_contains: str | None = None,
+        created_after_ns: int | None = None,
+        created_before_ns: int | None = None,
+        updated_after_ns: int | None = None,
+        updated_before_ns: int | None = None,
+        where_id_in: Collection[int] | None = None,
+        order_by: str | None = None,
+        limit: int | None = None,
+    ) -> list[Task]:
+        """Tasks matching every given filter.
+
+        ``status`` is ``"pending"`` / ``"completed"`` (case-insensitive) or a
+        :class:`TaskStatus`; ``title_contains`` matches case-insensitively; the four time
+        bounds are inclusive (after: ``>=``, before: ``<=``); ``order_by`` is one of
+        ``id_asc, id_desc, created_asc, created_desc, updated_asc, updated_desc``
+        (case-insensitive, stable); without it the order is the state's (insertion)
+        order. ``limit`` applies after ordering.
+        """
+        return self._query(
+            status=status,
+            title_contains=title_contains,
+            created_after_ns=created_after_ns,
+            created_before_ns=created_before_ns,
+            updated_after_ns=updated_after_ns,
+            updated_before_ns=updated_before_ns,
+            where_id_in=where_id_in,
+            order_by=order_by,
+            limit=limit,
+            default_order=None,
+        )()
+
+    def _query(
+        self,
+        *,
+        status: TaskStatus | str | None,
+        title_contains: str | None,
+        created_after_ns: int | None,
+        created_before_ns: int | None,
+        updated_after_ns: int | None,
+        updated_before_ns: int | None,
+        where_id_in: Collection[int] | None,
+        order_by: str | None,
+        limit: int | None,
+        default_order: str | None,
+    ) -> _TaskQuery:
+        check_bounds(
+            created_after_ns=created_after_ns,
+            created_before_ns=created_before_ns,
+            updated_after_ns=updated_after_ns,
+            updated_before_ns=updated_before_ns,
+        )
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        return _TaskQuery(
+            self._adapter,
+            _status(status),
+            title_contains.lower() if title_contains is not None else None,
+            created_after_ns,
+            created_before_ns,
+            updated_after_ns,
+            updated_before_ns,
+            frozenset(where_id_in) if where_id_in is not None else None,
+            parse_order_by(order_by if order_by is not None else default_order, verbose=True),
+            limit,
+        )
+
+    def watch_tasks(
+        self,
+        *,
+        status: TaskStatus | str | None = None,
+        title_contains: str | None = None,
+        created_after_ns: int | None = None,
+        created_before_ns: int | None = None,
+        updated_after_ns: int | None = None,
+        updated_before_ns: int | None = None,
+        where_id_in: Collection[int] | None = None,
+        order_by: str | None = None,
+        limit: int | None = None,
+    ) -> Watch[Task]:
+        """Watch a query (same filters as :meth:`list_tasks`; default order ``id_asc``).
+
+        The first value is the current result; then one value per distinct change.
+        """
+        query = self._query(
+            status=status,
+            title_contains=title_contains,
+            created_after_ns=created_after_ns,
+            created_before_ns=created_before_ns,
+            updated_after_ns=updated_after_ns,
+            updated_before_ns=updated_before_ns,
+            where_id_in=where_id_in,
+            order_by=order_by,
+            limit=limit,
+            default_order="id_asc",
+        )
+        return Watch(self._adapter, query)
+
+    def snapshot_and_watch_tasks(
+        self,
+        *,
+        status: TaskStatus | str | None = None,
+        title_contains: str | None = None,
+        created_after_ns: int | None = None,
+        created_before_ns: int | None = None,
+        updated_after_ns: int | None = None,
+        updated_before_ns: int | None = None,
+        where_id_in: Collection[int] | None = None,
+        order_by: str | None = None,
+        limit: int | None = None,
+    ) -> tuple[list[Task], Watch[Task]]:
+        """The current result and a watch of later *different* results, atomically: no
+        change between the two is lost, and the watch never repeats the snapshot first."""
+        query = self._query(
+            status=status,
+            title_contains=title_contains,
+            created_after_ns=created_after_ns,
+            created_before_ns=created_before_ns,
+            updated_after_ns=updated_after_ns,
+            updated_before_ns=updated_before_ns,
+            where_id_in=where_id_in,
+            order_by=order_by,
+            limit=limit,
+            default_order="id_asc",
+        )
+        current = query()
+        return list(current), Watch(self._adapter, query, initial=current)
+
+    # -- progress, snapshots, lifecycle ----------------------------------------------
+
+    async def wait_for_seq(self, seq: int, timeout: float | None = None) -> None:
+        """See :meth:`CortexAdapter.wait_for_seq`."""
+        await self._adapter.wait_for_seq(seq, timeout)
+
+    async def wait_for_applied_seq(self, seq: int, timeout: float | None = None) -> None:
+        """See :meth:`CortexAdapter.wait_for_applied_seq`."""
+        await self._adapter.wait_for_applied_seq(seq, timeout)
+
+    @property
+    def is_running(self) -> bool:
+        """Whether the fold task is running."""
+        return self._adapter.is_running
+
+    @property
+    def fold_errors(self) -> int:
+        """Events skipped because they failed to decode or apply."""
+        return self._adapter.fold_errors
+
+    def snapshot(self) -> Snapshot:
+        """The state (reference snapshot bytes) and its strict-prefix watermark."""
+        return self._adapter.snapshot()
+
+    def close(self) -> None:
+        """Stop the fold (idempotent); the state stays readable, the file stays open."""
+        self._adapter.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"TasksAdapter(origin_hash={self.origin_hash:#018x}, count={self.count()}, "
+            f"running={self.is_running})"
+        )
+
+
+@final
+class _TaskQuery:
+    """A compiled Tasks query: call it to run it against the current state."""
+
+    __slots__ = (
+        "adapter",
+        "created_after",
+        "created_before",
+        "ids",
+        "limit",
+        "order",
+        "status",
+        "title",
+        "updated_after",
+        "updated_before",
+    )
+
+    def __init__(
+        self,
+        adapter: CortexAdapter[TasksState],
+        status: TaskStatus | None,
+        title: str | None,
+        created_after: int | None,
+        created_before: int | None,
+        updated_after: int | None,
+        updated_before: int | None,
+        ids: frozenset[int] | None,
+        order: tuple[str, bool] | None,
+        limit: int | None,
+    ) -> None:
+        self.adapter = adapter
+        self.status = status
+        self.title = title
+        self.created_after = created_after
+        self.created_before = created_before
+        self.updated_after = updated_after
+        self.updated_before = updated_before
+        self.ids = ids
+        self.order = order
+        self.limit = limit
+
+    def __call__(self) -> list[Task]:
+        tasks = self.adapter.state.tasks
+        if self.ids is not None:
+            candidates = [tasks[i] for i in self.ids if i in tasks]
+            if self.order is None:
+                candidates.sort(key=lambda t: t.id)
+        else:
+            candidates = list(tasks.values())
+        status, title = self.status, self.title
+        ca, cb = self.created_after, self.created_before
+        ua, ub = self.updated_after, self.updated_before
+        if status is not None or title is not None or ca is not None or cb is not None:
+            candidates = [
+                t
+                for t in candidates
+                if (status is None or t.status == status)
+                and (title is None or title in t.title.lower())
+                and (ca is None or t.created_ns >= ca)
+                and (cb is None or t.created_ns <= cb)
+            ]
+        if ua is not None or ub is not None:
+            candidates = [
+                t
+                for t in candidates
+                if (ua is None or t.updated_ns >= ua) and (ub is None or t.updated_ns <= ub)
+            ]
+        return order_and_limit(candidates, self.order, self.limit)
+
+
+def _file_config(persistent: bool, config: RedexFileConfig | None) -> RedexFileConfig:
+    if config is None:
+        return RedexFileConfig(persistent=persistent)
+    if persistent and not config.persistent:
+        return attrs.evolve(config, persistent=True)
+    return config
