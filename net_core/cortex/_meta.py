@@ -202,9 +202,16 @@ def open_raw(payload: bytes) -> tuple[int, int, int, int, bytes]:
         )
     dispatch, flags, origin, seq_or_ts, checksum = _HEADER.unpack_from(payload, 0)
     tail = payload[EVENT_META_SIZE:]
-    if (_xxh3(payload[:20] + _ZERO_CHECKSUM + tail) & _U32_MASK) != checksum and (
-        _xxh3(tail) & _U32_MASK
-    ) != checksum:
+    if (
+        (_xxh3(payload[:20] + _ZERO_CHECKSUM + tail) & _U32_MASK) != checksum
+        # The pad is ignored on read (the v2 checksum covers it as written: zero).
+        and (
+            payload[2:4] == b"\x00\x00"
+            or (_xxh3(payload[:2] + bytes(2) + payload[4:20] + _ZERO_CHECKSUM + tail) & _U32_MASK)
+            != checksum
+        )
+        and (_xxh3(tail) & _U32_MASK) != checksum
+    ):
         raise ChecksumMismatch(
             f"event checksum {checksum:#010x} matches neither v2 nor v1 "
             f"(dispatch {dispatch:#04x}, origin {origin:#x})"
