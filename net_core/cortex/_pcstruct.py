@@ -28,6 +28,7 @@ when present; :data:`IMPLEMENTATION` says which one is active. Both behave ident
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -38,6 +39,7 @@ __all__ = ["IMPLEMENTATION", "pack", "py_pack", "py_unpack_from", "unpack_from"]
 _U64_MAX: Final = 0xFFFF_FFFF_FFFF_FFFF
 _U32_MAX: Final = 0xFFFF_FFFF
 _SMALL: Final = [bytes((i,)) for i in range(128)]
+_BYTES_FIELD: Final = "Vec<u8> field needs a bytes-like object"
 
 
 def _varint(value: int, maximum: int) -> bytes:
@@ -53,6 +55,34 @@ def _varint(value: int, maximum: int) -> bytes:
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+def _byte_view(value: Any, what: str) -> bytes:
+    """The bytes of a bytes-like object (any buffer; non-contiguous ones are copied)."""
+    try:
+        view = memoryview(value)
+    except TypeError:
+        raise TypeError(f"{what}, got {type(value).__name__}") from None
+    with view:
+        return view.tobytes()
+
+
+def _pack_str(value: Any, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} needs a str, got {type(value).__name__}")
+    raw = value.encode()
+    return _varint(len(raw), _U64_MAX) + raw
+
+
+def _items(value: Any) -> list[Any]:
+    """The items of any iterable but a str (a Vec<String> value), as a list."""
+    try:
+        iterator = iter(value)
+    except TypeError:
+        raise TypeError(
+            f"Vec<String> needs a sequence of str, got {type(value).__name__}"
+        ) from None
+    return list(iterator)
 
 
 def _read_varint(buf: bytes, pos: int, maximum: int, width: int, what: str) -> tuple[int, int]:
@@ -98,6 +128,15 @@ def _read_str(buf: bytes, pos: int) -> tuple[str, int]:
 
 def py_unpack_from(fmt: str, buf: bytes, pos: int = 0) -> tuple[Any, ...]:
     """Pure-Python :func:`unpack_from`."""
+    if not isinstance(fmt, str):
+        raise TypeError(f"unpack_from format must be a str, got {type(fmt).__name__}")
+    if not isinstance(buf, bytes):
+        buf = _byte_view(buf, "unpack_from needs a bytes-like buffer")
+    pos = operator.index(pos)
+    if pos < 0:
+        raise ValueError(f"offset {pos} is negative")
+    if pos > len(buf):
+        raise PostcardError(f"offset {pos} is beyond the end of the {len(buf)}-byte buffer")
     out: list[Any] = []
     append = out.append
     for code in fmt:
@@ -139,6 +178,8 @@ def py_unpack_from(fmt: str, buf: bytes, pos: int = 0) -> tuple[Any, ...]:
 
 def py_pack(fmt: str, *values: Any) -> bytes:
     """Pure-Python :func:`pack`."""
+    if not isinstance(fmt, str):
+        raise TypeError(f"pack format must be a str, got {type(fmt).__name__}")
     if len(values) != len(fmt):
         raise TypeError(f"pack format {fmt!r} takes {len(fmt)} values, got {len(values)}")
     parts: list[bytes] = []
@@ -147,17 +188,14 @@ def py_pack(fmt: str, *values: Any) -> bytes:
         if code == "u":
             append(_varint(value, _U64_MAX))
         elif code == "s":
-            raw = value.encode()
-            append(_varint(len(raw), _U64_MAX))
-            append(raw)
+            append(_pack_str(value, "str field"))
         elif code == "S":
             if isinstance(value, str):
                 raise TypeError("Vec<String> needs a sequence of str, not a str")
-            append(_varint(len(value), _U64_MAX))
-            for item in value:
-                raw = item.encode()
-                append(_varint(len(raw), _U64_MAX))
-                append(raw)
+            items = value if type(value) is list or type(value) is tuple else _items(value)
+            append(_varint(len(items), _U64_MAX))
+            for item in items:
+                append(_pack_str(item, "Vec<String> item"))
         elif code == "w":
             append(_varint(value, _U32_MAX))
         elif code == "?":
@@ -165,7 +203,7 @@ def py_pack(fmt: str, *values: Any) -> bytes:
                 raise TypeError(f"bool field needs a bool, got {type(value).__name__}")
             append(b"\x01" if value else b"\x00")
         elif code == "y":
-            raw = bytes(value)
+            raw = value if isinstance(value, bytes) else _byte_view(value, _BYTES_FIELD)
             append(_varint(len(raw), _U64_MAX))
             append(raw)
         else:

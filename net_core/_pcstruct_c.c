@@ -1,0 +1,823 @@
+/*
+ * net_core._pcstruct_c: postcard record packing in one C call.
+ *
+ * The accelerated twin of net_core/cortex/_pcstruct.py. That module is the
+ * specification: every value, every exception type and every error message
+ * produced here must be the same as the pure-Python functions py_unpack_from()
+ * and py_pack() produce for the same arguments (tests/cortex/test_pcstruct.py
+ * checks it with hypothesis). Change both together or neither.
+ *
+ * Theory of operation
+ * -------------------
+ * unpack_from(fmt, buf, pos=0) walks the format string once, decoding one
+ * postcard value per code from a read-only view of buf, and returns a tuple of
+ * the values followed by the end offset. Malformed input raises the class given
+ * to set_error_class() (PostcardError) and nothing else; the view is never read
+ * past its end (every length is checked against the bytes left before use).
+ *
+ * pack(fmt, *values) validates and encodes the values in order into a growable
+ * buffer (on the stack for ordinary records) and returns it as bytes; values
+ * that do not fit raise ValueError, values of the wrong type TypeError.
+ *
+ * No Python code runs while a borrowed pointer into a buffer or a sequence is
+ * in use, so neither can change under our feet.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stdint.h>
+#include <string.h>
+
+#define U64_MAX UINT64_MAX
+#define U32_MAX UINT64_C(0xFFFFFFFF)
+#define U64_WIDTH 10 /* ceil(64 / 7) */
+#define U32_WIDTH 5  /* ceil(32 / 7) */
+
+/* ------------------------------------------------------------------------ */
+/* Module state                                                              */
+
+typedef struct {
+    PyObject *error_class; /* PostcardError, given once by set_error_class() */
+} module_state;
+
+static inline module_state *
+get_state(PyObject *module)
+{
+    return (module_state *)PyModule_GetState(module);
+}
+
+/* Raise TypeError(format % type(value).__name__); format holds one %U. */
+static int
+raise_type_error(const char *format, PyObject *value)
+{
+    PyObject *name = PyType_GetName(Py_TYPE(value));
+    if (name == NULL) {
+        return -1;
+    }
+    PyErr_Format(PyExc_TypeError, format, name);
+    Py_DECREF(name);
+    return -1;
+}
+
+/*
+ * Fill view with a C-contiguous, read-only byte view of obj. A non-contiguous
+ * exporter is copied first (as memoryview(obj).tobytes() does in the twin). An
+ * object without the buffer protocol raises TypeError(format % type name).
+ */
+static int
+get_byte_view(PyObject *obj, Py_buffer *view, const char *format)
+{
+    if (!PyObject_CheckBuffer(obj)) {
+        return raise_type_error(format, obj);
+    }
+    if (PyObject_GetBuffer(obj, view, PyBUF_SIMPLE) == 0) {
+        return 0;
+    }
+    if (!PyErr_ExceptionMatches(PyExc_BufferError)) {
+        return -1;
+    }
+    PyErr_Clear();
+    PyObject *contiguous = PyMemoryView_GetContiguous(obj, PyBUF_READ, 'C');
+    if (contiguous == NULL) {
+        return -1;
+    }
+    /* On success the view holds its own reference to the memoryview. */
+    int rc = PyObject_GetBuffer(contiguous, view, PyBUF_SIMPLE);
+    Py_DECREF(contiguous);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Decoding                                                                  */
+
+typedef struct {
+    const unsigned char *data;
+    Py_ssize_t len;
+    PyObject *error; /* borrowed: the PostcardError class */
+} reader;
+
+/* The 10th byte of a u64 varint carried more than bit 63: report the value. */
+static int
+u64_overflow(const reader *r, const char *what, uint64_t low, unsigned int top,
+             Py_ssize_t start)
+{
+    PyObject *value = NULL, *high = NULL, *shifted = NULL, *low_obj = NULL;
+    PyObject *shift = PyLong_FromLong(63);
+    if (shift == NULL) {
+        goto done;
+    }
+    high = PyLong_FromUnsignedLong(top);
+    if (high == NULL) {
+        goto done;
+    }
+    shifted = PyNumber_Lshift(high, shift);
+    if (shifted == NULL) {
+        goto done;
+    }
+    low_obj = PyLong_FromUnsignedLongLong(low);
+    if (low_obj == NULL) {
+        goto done;
+    }
+    value = PyNumber_Or(shifted, low_obj);
+    if (value == NULL) {
+        goto done;
+    }
+    PyErr_Format(r->error, "%s: varint %S overflows at offset %zd", what, value, start);
+done:
+    Py_XDECREF(value);
+    Py_XDECREF(low_obj);
+    Py_XDECREF(shifted);
+    Py_XDECREF(high);
+    Py_XDECREF(shift);
+    return -1;
+}
+
+/*
+ * Read an unsigned LEB128 varint of at most width bytes whose value must not
+ * exceed maximum; advance *pos past it. Non-canonical encodings (redundant
+ * 0x80 groups) are accepted within the width, as postcard does.
+ */
+static inline int
+read_varint(const reader *r, Py_ssize_t *pos, int width, uint64_t maximum, const char *what,
+            uint64_t *out)
+{
+    const Py_ssize_t start = *pos;
+    Py_ssize_t p = start;
+    uint64_t value = 0;
+    if (p < r->len && r->data[p] < 0x80) { /* the common one-byte case */
+        *out = r->data[p];
+        *pos = p + 1;
+        return 0;
+    }
+    for (int i = 0; i < width; i++) {
+        if (p >= r->len) {
+            PyErr_Format(r->error, "%s: truncated varint at offset %zd", what, start);
+            return -1;
+        }
+        unsigned int byte = r->data[p++];
+        unsigned int group = byte & 0x7F;
+        if (i == U64_WIDTH - 1 && group > 1) {
+            /* Bits past 63 cannot be held in 64 bits: an overflow when this is
+             * the last byte, an over-long varint when another one follows. */
+            if (byte & 0x80) {
+                break;
+            }
+            return u64_overflow(r, what, value, group, start);
+        }
+        value |= (uint64_t)group << (7 * i);
+        if (!(byte & 0x80)) {
+            if (value > maximum) {
+                PyErr_Format(r->error, "%s: varint %llu overflows at offset %zd", what,
+                             (unsigned long long)value, start);
+                return -1;
+            }
+            *out = value;
+            *pos = p;
+            return 0;
+        }
+    }
+    PyErr_Format(r->error, "%s: varint longer than %d bytes at offset %zd", what, width, start);
+    return -1;
+}
+
+/* Read a varint length and that many bytes; *span points into the buffer. */
+static int
+read_span(const reader *r, Py_ssize_t *pos, const char *what, const unsigned char **span,
+          Py_ssize_t *size)
+{
+    Py_ssize_t p = *pos;
+    uint64_t length = 0;
+    if (read_varint(r, &p, U64_WIDTH, U64_MAX, what, &length) < 0) {
+        return -1;
+    }
+    Py_ssize_t left = r->len - p; /* >= 0: the varint ended inside the buffer */
+    if (length > (uint64_t)left) {
+        PyErr_Format(r->error, "%s: need %llu byte(s) at offset %zd, have %zd", what,
+                     (unsigned long long)length, p, left);
+        return -1;
+    }
+    *span = r->data + p;
+    *size = (Py_ssize_t)length;
+    *pos = p + (Py_ssize_t)length;
+    return 0;
+}
+
+static PyObject *
+read_str(const reader *r, Py_ssize_t *pos)
+{
+    const Py_ssize_t start = *pos;
+    const unsigned char *span;
+    Py_ssize_t size;
+    if (read_span(r, pos, "str", &span, &size) < 0) {
+        return NULL;
+    }
+    PyObject *text = PyUnicode_DecodeUTF8((const char *)span, size, NULL);
+    if (text == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+        PyErr_Clear();
+        PyErr_Format(r->error, "str: invalid UTF-8 at offset %zd", start);
+    }
+    return text;
+}
+
+static PyObject *
+read_bytes(const reader *r, Py_ssize_t *pos)
+{
+    const unsigned char *span;
+    Py_ssize_t size;
+    if (read_span(r, pos, "bytes", &span, &size) < 0) {
+        return NULL;
+    }
+    return PyBytes_FromStringAndSize((const char *)span, size);
+}
+
+/* Vec<String> as a tuple of str. */
+static PyObject *
+read_str_seq(const reader *r, Py_ssize_t *pos)
+{
+    const Py_ssize_t start = *pos;
+    uint64_t count = 0;
+    if (read_varint(r, pos, U64_WIDTH, U64_MAX, "length", &count) < 0) {
+        return NULL;
+    }
+    /* Every string takes at least one byte: a larger count is certainly
+     * truncated and must not size an allocation. */
+    if (count > (uint64_t)(r->len - *pos)) {
+        PyErr_Format(r->error, "seq: count %llu exceeds the bytes left at %zd",
+                     (unsigned long long)count, start);
+        return NULL;
+    }
+    PyObject *items = PyTuple_New((Py_ssize_t)count);
+    if (items == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < (Py_ssize_t)count; k++) {
+        PyObject *text = read_str(r, pos);
+        if (text == NULL) {
+            Py_DECREF(items);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(items, k, text);
+    }
+    return items;
+}
+
+static PyObject *
+read_bool(const reader *r, Py_ssize_t *pos)
+{
+    const Py_ssize_t p = *pos;
+    if (p >= r->len) {
+        PyErr_Format(r->error, "bool: truncated at offset %zd", p);
+        return NULL;
+    }
+    unsigned int byte = r->data[p];
+    if (byte > 1) {
+        PyErr_Format(r->error, "bool: invalid byte 0x%02x at offset %zd", byte, p);
+        return NULL;
+    }
+    *pos = p + 1;
+    return Py_NewRef(byte ? Py_True : Py_False);
+}
+
+static PyObject *
+read_varint_obj(const reader *r, Py_ssize_t *pos, int width, uint64_t maximum, const char *what)
+{
+    uint64_t value = 0;
+    if (read_varint(r, pos, width, maximum, what, &value) < 0) {
+        return NULL;
+    }
+    return PyLong_FromUnsignedLongLong(value);
+}
+
+static PyObject *
+unknown_code(Py_UCS4 code)
+{
+    PyObject *text = PyUnicode_FromOrdinal((int)code);
+    if (text != NULL) {
+        PyErr_Format(PyExc_ValueError, "unknown postcard format code %R", text);
+        Py_DECREF(text);
+    }
+    return NULL;
+}
+
+static PyObject *
+decode_record(const reader *r, PyObject *fmt, Py_ssize_t pos)
+{
+    const Py_ssize_t n = PyUnicode_GET_LENGTH(fmt);
+    const int kind = PyUnicode_KIND(fmt);
+    const void *codes = PyUnicode_DATA(fmt);
+    /* A tuple with unset (NULL) slots is safe to release on an error path. */
+    PyObject *result = PyTuple_New(n + 1);
+    if (result == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const Py_UCS4 code = PyUnicode_READ(kind, codes, i);
+        PyObject *item;
+        switch (code) {
+        case 'u':
+            item = read_varint_obj(r, &pos, U64_WIDTH, U64_MAX, "u64");
+            break;
+        case 's':
+            item = read_str(r, &pos);
+            break;
+        case 'S':
+            item = read_str_seq(r, &pos);
+            break;
+        case 'w':
+            item = read_varint_obj(r, &pos, U32_WIDTH, U32_MAX, "u32");
+            break;
+        case '?':
+            item = read_bool(r, &pos);
+            break;
+        case 'y':
+            item = read_bytes(r, &pos);
+            break;
+        default:
+            item = unknown_code(code);
+            break;
+        }
+        if (item == NULL) {
+            Py_DECREF(result);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(result, i, item);
+    }
+    PyObject *end = PyLong_FromSsize_t(pos);
+    if (end == NULL) {
+        Py_DECREF(result);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(result, n, end);
+    return result;
+}
+
+/* pos must be an index (operator.index) in 0..=len. */
+static int
+parse_pos(PyObject *obj, Py_ssize_t len, PyObject *error, Py_ssize_t *out)
+{
+    PyObject *index = PyNumber_Index(obj);
+    if (index == NULL) {
+        return -1;
+    }
+    /* Clamped, not raised, for ints beyond Py_ssize_t: they fail the checks. */
+    Py_ssize_t pos = PyNumber_AsSsize_t(index, NULL);
+    int rc = 0;
+    if (pos == -1 && PyErr_Occurred()) {
+        rc = -1;
+    }
+    else if (pos < 0) {
+        PyErr_Format(PyExc_ValueError, "offset %S is negative", index);
+        rc = -1;
+    }
+    else if (pos > len) {
+        PyErr_Format(error, "offset %S is beyond the end of the %zd-byte buffer", index, len);
+        rc = -1;
+    }
+    Py_DECREF(index);
+    *out = pos;
+    return rc;
+}
+
+static int
+bind_keyword(PyObject *name, PyObject *value, PyObject **fmt, PyObject **buf, PyObject **pos)
+{
+    PyObject **slot;
+    if (PyUnicode_CompareWithASCIIString(name, "fmt") == 0) {
+        slot = fmt;
+    }
+    else if (PyUnicode_CompareWithASCIIString(name, "buf") == 0) {
+        slot = buf;
+    }
+    else if (PyUnicode_CompareWithASCIIString(name, "pos") == 0) {
+        slot = pos;
+    }
+    else {
+        PyErr_Format(PyExc_TypeError, "unpack_from() got an unexpected keyword argument %R",
+                     name);
+        return -1;
+    }
+    if (*slot != NULL) {
+        PyErr_Format(PyExc_TypeError, "unpack_from() got multiple values for argument %R", name);
+        return -1;
+    }
+    *slot = value;
+    return 0;
+}
+
+PyDoc_STRVAR(unpack_from_doc,
+             "unpack_from(fmt, buf, pos=0)\n--\n\n"
+             "Decode one postcard value per format code from buf at pos.\n\n"
+             "Returns the values followed by the offset after the last one. Malformed\n"
+             "input raises the class given to set_error_class() and nothing else.");
+
+static PyObject *
+unpack_from(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *fmt = NULL, *buf = NULL, *pos_obj = NULL;
+    if (nargs > 3) {
+        PyErr_Format(PyExc_TypeError, "unpack_from() takes at most 3 arguments (%zd given)",
+                     nargs);
+        return NULL;
+    }
+    if (nargs > 0) {
+        fmt = args[0];
+    }
+    if (nargs > 1) {
+        buf = args[1];
+    }
+    if (nargs > 2) {
+        pos_obj = args[2];
+    }
+    if (kwnames != NULL) {
+        const Py_ssize_t nkw = PyTuple_GET_SIZE(kwnames);
+        for (Py_ssize_t k = 0; k < nkw; k++) {
+            if (bind_keyword(PyTuple_GET_ITEM(kwnames, k), args[nargs + k], &fmt, &buf,
+                             &pos_obj) < 0) {
+                return NULL;
+            }
+        }
+    }
+    if (fmt == NULL || buf == NULL) {
+        PyErr_SetString(PyExc_TypeError, "unpack_from() needs fmt and buf");
+        return NULL;
+    }
+    PyObject *error = get_state(module)->error_class;
+    if (error == NULL) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "net_core._pcstruct_c: set_error_class() has not been called");
+        return NULL;
+    }
+    if (!PyUnicode_Check(fmt)) {
+        raise_type_error("unpack_from format must be a str, got %U", fmt);
+        return NULL;
+    }
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(fmt) < 0) {
+        return NULL;
+    }
+#endif
+    reader r;
+    Py_buffer view;
+    int have_view = 0;
+    if (PyBytes_Check(buf)) {
+        r.data = (const unsigned char *)PyBytes_AS_STRING(buf);
+        r.len = PyBytes_GET_SIZE(buf);
+    }
+    else {
+        if (get_byte_view(buf, &view, "unpack_from needs a bytes-like buffer, got %U") < 0) {
+            return NULL;
+        }
+        have_view = 1;
+        r.data = (const unsigned char *)view.buf;
+        r.len = view.len;
+    }
+    r.error = error;
+    PyObject *result = NULL;
+    Py_ssize_t pos = 0;
+    if (pos_obj == NULL || parse_pos(pos_obj, r.len, error, &pos) == 0) {
+        result = decode_record(&r, fmt, pos);
+    }
+    if (have_view) {
+        PyBuffer_Release(&view);
+    }
+    return result;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Encoding                                                                  */
+
+#define WRITER_INLINE 256
+
+typedef struct {
+    unsigned char *data; /* inline, or PyMem-allocated once it outgrows it */
+    Py_ssize_t len;
+    Py_ssize_t cap;
+    unsigned char inline_buf[WRITER_INLINE];
+} writer;
+
+static void
+writer_init(writer *w)
+{
+    w->data = w->inline_buf;
+    w->len = 0;
+    w->cap = WRITER_INLINE;
+}
+
+static void
+writer_release(writer *w)
+{
+    if (w->data != w->inline_buf) {
+        PyMem_Free(w->data);
+    }
+}
+
+static int
+writer_reserve(writer *w, Py_ssize_t extra)
+{
+    if (extra <= w->cap - w->len) {
+        return 0;
+    }
+    if (extra > PY_SSIZE_T_MAX - w->len) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    const Py_ssize_t need = w->len + extra;
+    Py_ssize_t cap = w->cap;
+    while (cap < need) {
+        cap = cap > PY_SSIZE_T_MAX / 2 ? need : cap * 2;
+    }
+    unsigned char *grown;
+    if (w->data == w->inline_buf) {
+        grown = PyMem_Malloc((size_t)cap);
+        if (grown != NULL) {
+            memcpy(grown, w->inline_buf, (size_t)w->len);
+        }
+    }
+    else {
+        grown = PyMem_Realloc(w->data, (size_t)cap);
+    }
+    if (grown == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    w->data = grown;
+    w->cap = cap;
+    return 0;
+}
+
+static int
+write_varint(writer *w, uint64_t value)
+{
+    if (writer_reserve(w, U64_WIDTH) < 0) {
+        return -1;
+    }
+    unsigned char *out = w->data + w->len;
+    while (value >= 0x80) {
+        *out++ = (unsigned char)((value & 0x7F) | 0x80);
+        value >>= 7;
+    }
+    *out++ = (unsigned char)value;
+    w->len = out - w->data;
+    return 0;
+}
+
+static int
+write_span(writer *w, const void *data, Py_ssize_t size)
+{
+    if (write_varint(w, (uint64_t)size) < 0 || writer_reserve(w, size) < 0) {
+        return -1;
+    }
+    if (size > 0) {
+        memcpy(w->data + w->len, data, (size_t)size);
+        w->len += size;
+    }
+    return 0;
+}
+
+static int
+pack_varint(writer *w, PyObject *value, uint64_t maximum)
+{
+    if (!PyLong_Check(value)) {
+        return raise_type_error("varint needs an int, got %U", value);
+    }
+    unsigned long long v = PyLong_AsUnsignedLongLong(value);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+        /* Negative or wider than 64 bits. */
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            return -1;
+        }
+        PyErr_Clear();
+    }
+    else if (v <= maximum) {
+        return write_varint(w, v);
+    }
+    PyErr_Format(PyExc_ValueError, "varint value %S out of range 0..=%llu", value,
+                 (unsigned long long)maximum);
+    return -1;
+}
+
+/* A String: varint length and UTF-8 bytes; format names the field for TypeError. */
+static int
+pack_str(writer *w, PyObject *value, const char *format)
+{
+    if (!PyUnicode_Check(value)) {
+        return raise_type_error(format, value);
+    }
+    Py_ssize_t size;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(value, &size); /* UnicodeEncodeError */
+    if (utf8 == NULL) {
+        return -1;
+    }
+    return write_span(w, utf8, size);
+}
+
+static int
+pack_str_seq(writer *w, PyObject *value)
+{
+    if (PyUnicode_Check(value)) {
+        PyErr_SetString(PyExc_TypeError, "Vec<String> needs a sequence of str, not a str");
+        return -1;
+    }
+    PyObject *items;
+    if (PyList_CheckExact(value) || PyTuple_CheckExact(value)) {
+        items = Py_NewRef(value);
+    }
+    else {
+        PyObject *iterator = PyObject_GetIter(value);
+        if (iterator == NULL) {
+            if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+                PyErr_Clear();
+                raise_type_error("Vec<String> needs a sequence of str, got %U", value);
+            }
+            return -1;
+        }
+        items = PySequence_List(iterator);
+        Py_DECREF(iterator);
+        if (items == NULL) {
+            return -1;
+        }
+    }
+    /* pack_str runs no Python code, so the list cannot change while we walk it. */
+    const Py_ssize_t n = PySequence_Fast_GET_SIZE(items);
+    PyObject **item = PySequence_Fast_ITEMS(items);
+    int rc = write_varint(w, (uint64_t)n);
+    for (Py_ssize_t k = 0; rc == 0 && k < n; k++) {
+        rc = pack_str(w, item[k], "Vec<String> item needs a str, got %U");
+    }
+    Py_DECREF(items);
+    return rc;
+}
+
+static int
+pack_bool(writer *w, PyObject *value)
+{
+    if (!PyBool_Check(value)) {
+        return raise_type_error("bool field needs a bool, got %U", value);
+    }
+    if (writer_reserve(w, 1) < 0) {
+        return -1;
+    }
+    w->data[w->len++] = value == Py_True ? 1 : 0;
+    return 0;
+}
+
+static int
+pack_bytes(writer *w, PyObject *value)
+{
+    if (PyBytes_Check(value)) {
+        return write_span(w, PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value));
+    }
+    Py_buffer view;
+    if (get_byte_view(value, &view, "Vec<u8> field needs a bytes-like object, got %U") < 0) {
+        return -1;
+    }
+    int rc = write_span(w, view.buf, view.len);
+    PyBuffer_Release(&view);
+    return rc;
+}
+
+PyDoc_STRVAR(pack_doc,
+             "pack(fmt, *values)\n--\n\n"
+             "Encode one value per format code as postcard and return the bytes.\n\n"
+             "Values out of range raise ValueError, values of the wrong type TypeError.");
+
+static PyObject *
+pack(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError, "pack() needs a format string");
+        return NULL;
+    }
+    PyObject *fmt = args[0];
+    if (!PyUnicode_Check(fmt)) {
+        raise_type_error("pack format must be a str, got %U", fmt);
+        return NULL;
+    }
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(fmt) < 0) {
+        return NULL;
+    }
+#endif
+    const Py_ssize_t n = PyUnicode_GET_LENGTH(fmt);
+    if (nargs - 1 != n) {
+        PyErr_Format(PyExc_TypeError, "pack format %R takes %zd values, got %zd", fmt, n,
+                     nargs - 1);
+        return NULL;
+    }
+    const int kind = PyUnicode_KIND(fmt);
+    const void *codes = PyUnicode_DATA(fmt);
+    writer w;
+    writer_init(&w);
+    int rc = 0;
+    for (Py_ssize_t i = 0; rc == 0 && i < n; i++) {
+        const Py_UCS4 code = PyUnicode_READ(kind, codes, i);
+        PyObject *value = args[i + 1];
+        switch (code) {
+        case 'u':
+            rc = pack_varint(&w, value, U64_MAX);
+            break;
+        case 's':
+            rc = pack_str(&w, value, "str field needs a str, got %U");
+            break;
+        case 'S':
+            rc = pack_str_seq(&w, value);
+            break;
+        case 'w':
+            rc = pack_varint(&w, value, U32_MAX);
+            break;
+        case '?':
+            rc = pack_bool(&w, value);
+            break;
+        case 'y':
+            rc = pack_bytes(&w, value);
+            break;
+        default:
+            unknown_code(code);
+            rc = -1;
+            break;
+        }
+    }
+    PyObject *result = NULL;
+    if (rc == 0) {
+        result = PyBytes_FromStringAndSize((const char *)w.data, w.len);
+    }
+    writer_release(&w);
+    return result;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Module                                                                    */
+
+PyDoc_STRVAR(set_error_class_doc,
+             "set_error_class(cls)\n--\n\n"
+             "Set the exception class unpack_from() raises on malformed input.");
+
+static PyObject *
+set_error_class(PyObject *module, PyObject *cls)
+{
+    if (!PyExceptionClass_Check(cls)) {
+        PyErr_Format(PyExc_TypeError, "set_error_class needs an exception class, got %R", cls);
+        return NULL;
+    }
+    Py_XSETREF(get_state(module)->error_class, Py_NewRef(cls));
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef pcstruct_methods[] = {
+    {"unpack_from", (PyCFunction)(void (*)(void))unpack_from, METH_FASTCALL | METH_KEYWORDS,
+     unpack_from_doc},
+    {"pack", (PyCFunction)(void (*)(void))pack, METH_FASTCALL, pack_doc},
+    {"set_error_class", set_error_class, METH_O, set_error_class_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static int
+pcstruct_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    Py_VISIT(get_state(module)->error_class);
+    return 0;
+}
+
+static int
+pcstruct_clear(PyObject *module)
+{
+    Py_CLEAR(get_state(module)->error_class);
+    return 0;
+}
+
+static void
+pcstruct_free(void *module)
+{
+    pcstruct_clear((PyObject *)module);
+}
+
+static PyModuleDef_Slot pcstruct_slots[] = {
+#ifdef Py_mod_multiple_interpreters
+    {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
+#endif
+    {0, NULL},
+};
+
+PyDoc_STRVAR(module_doc,
+             "C twin of net_core.cortex._pcstruct: postcard record packing in one call.\n\n"
+             "Use it through net_core.cortex._pcstruct, which registers PostcardError\n"
+             "with set_error_class() and falls back to Python when this is not built.");
+
+static struct PyModuleDef pcstruct_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "net_core._pcstruct_c",
+    .m_doc = module_doc,
+    .m_size = sizeof(module_state),
+    .m_methods = pcstruct_methods,
+    .m_slots = pcstruct_slots,
+    .m_traverse = pcstruct_traverse,
+    .m_clear = pcstruct_clear,
+    .m_free = pcstruct_free,
+};
+
+PyMODINIT_FUNC
+PyInit__pcstruct_c(void)
+{
+    return PyModuleDef_Init(&pcstruct_module);
+}
