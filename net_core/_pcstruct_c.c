@@ -62,7 +62,7 @@ raise_type_error(const char *format, PyObject *value)
 
 /*
  * Fill view with a C-contiguous, read-only byte view of obj. A non-contiguous
- * exporter is copied first (as memoryview(obj).tobytes() does in the twin). An
+ * exporter is copied first, as memoryview(obj).tobytes() does in the twin. An
  * object without the buffer protocol raises TypeError(format % type name).
  */
 static int
@@ -77,14 +77,24 @@ get_byte_view(PyObject *obj, Py_buffer *view, const char *format)
     if (!PyErr_ExceptionMatches(PyExc_BufferError)) {
         return -1;
     }
+    /* Not C-contiguous (as CPython judges it; an empty strided view counts):
+     * copy it into a new bytes object in C order and view that instead. */
     PyErr_Clear();
-    PyObject *contiguous = PyMemoryView_GetContiguous(obj, PyBUF_READ, 'C');
-    if (contiguous == NULL) {
+    Py_buffer full;
+    if (PyObject_GetBuffer(obj, &full, PyBUF_FULL_RO) < 0) {
         return -1;
     }
-    /* On success the view holds its own reference to the memoryview. */
-    int rc = PyObject_GetBuffer(contiguous, view, PyBUF_SIMPLE);
-    Py_DECREF(contiguous);
+    PyObject *copy = PyBytes_FromStringAndSize(NULL, full.len);
+    if (copy != NULL && PyBuffer_ToContiguous(PyBytes_AS_STRING(copy), &full, full.len, 'C') < 0) {
+        Py_CLEAR(copy);
+    }
+    PyBuffer_Release(&full);
+    if (copy == NULL) {
+        return -1;
+    }
+    /* On success the view holds its own reference to the copy. */
+    int rc = PyObject_GetBuffer(copy, view, PyBUF_SIMPLE);
+    Py_DECREF(copy);
     return rc;
 }
 
