@@ -23,7 +23,7 @@ DEMO_ARGS ?=
 
 venv: $(STAMP)
 
-$(STAMP): $(PYPROJECTS) Makefile
+$(STAMP): $(PYPROJECTS) setup.py net_core/_pcstruct_c.c Makefile
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "net-core needs Python 3.11 or newer (found %s)" % sys.version.split()[0])'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip

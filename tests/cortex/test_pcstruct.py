@@ -522,6 +522,21 @@ def test_implementation_is_the_c_module_when_it_is_built() -> None:
         assert _pcstruct.pack is _pcstruct_c.pack
 
 
+@requires_c
+def test_built_extension_is_not_older_than_its_source() -> None:
+    # An editable install compiles once: a later edit of the C file is not picked up
+    # until the package is reinstalled, and the parity tests would test a stale binary.
+    assert _pcstruct_c is not None
+    built = Path(_pcstruct_c.__file__)
+    source = built.with_name("_pcstruct_c.c")
+    if not source.exists():
+        pytest.skip("installed from a wheel: no C source beside the extension to compare")
+    assert built.stat().st_mtime >= source.stat().st_mtime, (
+        f"{source} changed after {built.name} was built: "
+        "rebuild it with `.venv/bin/pip install -e '.[dev]'` (or `make venv`)"
+    )
+
+
 @pytest.mark.skipif(
     os.environ.get("NET_CORE_REQUIRE_C") != "1",
     reason="NET_CORE_REQUIRE_C=1 is not set: the pure-Python fallback is allowed here",
