@@ -109,6 +109,19 @@ class RedisAddress:
         return f"{scheme}://{host}:{self.port}/{self.db}"
 
 
+_ACCEPTED: dict[int, bytes] = {}
+
+
+def _accepted_prefix(queued: int) -> bytes:
+    """``+OK`` then ``queued`` x ``+QUEUED``: the start of a transaction's replies."""
+    prefix = _ACCEPTED.get(queued)
+    if prefix is None:
+        prefix = b"+OK\r\n" + b"+QUEUED\r\n" * queued
+        if len(_ACCEPTED) < 64:
+            _ACCEPTED[queued] = prefix
+    return prefix
+
+
 @final
 class RedisConnection:
     """One connection: a byte stream plus a reply parser (see the module docstring)."""
@@ -170,6 +183,50 @@ class RedisConnection:
                 reader.feed(await self._stream.receive(_RECEIVE_SIZE))
                 out.extend(reader.get_many(replies - len(out)))
             return out
+        except BaseException:
+            self.broken = True
+            raise
+
+    async def transaction(self, buffer: bytes, queued: int) -> tuple[list[Any] | None, Any]:
+        """Send a ``MULTI``, ``queued`` commands, ``EXEC`` buffer; return
+        ``(None, exec_reply)`` when ``MULTI`` and every command were accepted, else
+        ``(all_replies, exec_reply)`` so the caller can find the refusal.
+
+        The common case is checked without parsing: the server's first bytes must be
+        exactly ``+OK`` and ``queued`` times ``+QUEUED``, compared as they arrive; only
+        the EXEC reply goes through the parser. Any deviation falls back to parsing
+        every reply. Any exception, cancellation included, leaves the connection broken.
+        """
+        if self.broken:
+            raise anyio.BrokenResourceError("the connection is broken")
+        expected = _accepted_prefix(queued)
+        size = len(expected)
+        try:
+            await self._stream.send(buffer)
+            received = bytearray()
+            matched = True
+            while len(received) < size:
+                start = len(received)
+                received += await self._stream.receive(_RECEIVE_SIZE)
+                end = min(len(received), size)
+                if received[start:end] != expected[start:end]:
+                    matched = False
+                    break
+            reader = self._reader
+            if matched:
+                reader.feed(bytes(received[size:]))
+                out = reader.get_many(1)
+                while not out:
+                    reader.feed(await self._stream.receive(_RECEIVE_SIZE))
+                    out = reader.get_many(1)
+                return None, out[0]
+            reader.feed(bytes(received))
+            replies = queued + 2
+            everything = reader.get_many(replies)
+            while len(everything) < replies:
+                reader.feed(await self._stream.receive(_RECEIVE_SIZE))
+                everything.extend(reader.get_many(replies - len(everything)))
+            return everything, everything[-1]
         except BaseException:
             self.broken = True
             raise

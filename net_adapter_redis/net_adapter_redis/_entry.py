@@ -29,7 +29,7 @@ import re
 from collections.abc import Sequence
 from typing import Any, Final, final
 
-from net_adapter_redis._resp import ServerError
+from net_adapter_redis._resp import ServerError, first_error
 from net_core.bus import StoredEvent
 from net_core.errors import DecodeError
 
@@ -244,25 +244,18 @@ class BatchEncoder:
         return b"".join((_MULTI, *body, mark, _EXEC)), len(body) + 1
 
 
-def check_exec_reply(replies: list[Any], queued: int) -> ServerError | None:
-    """The first error of a MULTI/EXEC exchange (``OK``, ``queued`` x ``QUEUED``, the EXEC
-    array), or ``None`` when every command succeeded."""
-    if not replies:
-        return ServerError("ERR no reply to MULTI")
-    first = replies[0]
-    if isinstance(first, ServerError):
-        return first
-    for reply in replies[1:-1]:
-        if isinstance(reply, ServerError):
-            return reply
-    result = replies[-1]
+def check_exec_reply(replies: list[Any] | None, result: Any, queued: int) -> ServerError | None:
+    """The first error of a MULTI/EXEC exchange, or ``None`` when every command
+    succeeded. ``replies`` are the replies to ``MULTI`` and the queued commands (``None``
+    when the connection already saw them all accepted), ``result`` the EXEC reply."""
+    if replies is not None:
+        for reply in replies[:-1]:
+            if isinstance(reply, ServerError):
+                return reply
     if isinstance(result, ServerError):
         return result
     if result is None:
         return ServerError("EXECABORT the transaction was discarded")
     if type(result) is not list or len(result) != queued:
         return ServerError(f"ERR unexpected EXEC reply {result!r:.80}")
-    for item in result:
-        if isinstance(item, ServerError):
-            return item
-    return None
+    return first_error(result)

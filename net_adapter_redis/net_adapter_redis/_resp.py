@@ -28,6 +28,7 @@ __all__ = [
     "RespProtocolError",
     "ServerError",
     "encode_command",
+    "first_error",
 ]
 
 
@@ -82,15 +83,21 @@ def encode_command(*args: bytes | str | int) -> bytes:
     return b"".join(parts)
 
 
-def _server_error(reply: Any) -> Any:
-    """hiredis's ReplyError (top level or nested in arrays) as our ServerError."""
-    if isinstance(reply, hiredis.ReplyError):
-        return ServerError(str(reply))
-    if type(reply) is list:
-        for i, item in enumerate(reply):
-            if isinstance(item, hiredis.ReplyError) or type(item) is list:
-                reply[i] = _server_error(item)
-    return reply
+def first_error(items: list[Any]) -> ServerError | None:
+    """The first error reply among ``items`` (one level, e.g. an EXEC reply), or ``None``.
+
+    Error replies nested in arrays are left as hiredis produced them; this finds them
+    with a C-speed type scan first, and walks the list only when there is one.
+    """
+    kinds = set(map(type, items))
+    if hiredis.ReplyError not in kinds and ServerError not in kinds:
+        return None
+    for item in items:
+        if isinstance(item, hiredis.ReplyError):
+            return ServerError(str(item))
+        if isinstance(item, ServerError):
+            return item
+    return None  # pragma: no cover - the type scan said there is one
 
 
 @final
@@ -98,9 +105,11 @@ class ReplyReader:
     """Incremental RESP2 reply parser: :meth:`feed` bytes, :meth:`get` replies.
 
     Replies are ``bytes`` (simple and bulk strings), ``int``, ``None`` (null bulk or
-    array), ``list`` (arrays, nested) or :class:`ServerError` (error replies, also inside
-    arrays). Malformed input raises :class:`RespProtocolError`, after which the reader
-    must not be used again.
+    array), ``list`` (arrays, nested) or :class:`ServerError` (an error reply). Error
+    replies *inside* arrays (only an EXEC reply has them) stay hiredis ``ReplyError``
+    values: converting them would mean walking every array in Python; find them with
+    :func:`first_error`. Malformed input raises :class:`RespProtocolError`, after which
+    the reader must not be used again.
     """
 
     __slots__ = ("_broken", "_reader")
@@ -129,9 +138,9 @@ class ReplyReader:
             raise RespProtocolError(f"malformed reply from the server: {exc!r}") from exc
         if reply is False:
             return NO_REPLY
-        if type(reply) is bytes or type(reply) is int:
-            return reply
-        return _server_error(reply)
+        if isinstance(reply, hiredis.ReplyError):
+            return ServerError(str(reply))
+        return reply
 
     def get_many(self, count: int) -> list[Any]:
         """Up to ``count`` complete replies (fewer when more bytes are needed)."""
@@ -142,10 +151,10 @@ class ReplyReader:
                 reply = gets()
                 if reply is False:
                     break
-                if type(reply) is bytes:
-                    out.append(reply)
+                if isinstance(reply, hiredis.ReplyError):
+                    out.append(ServerError(str(reply)))
                 else:
-                    out.append(_server_error(reply))
+                    out.append(reply)
         except hiredis.ProtocolError as exc:
             self._broken = True
             raise RespProtocolError(f"malformed reply from the server: {exc}") from exc

@@ -270,7 +270,7 @@ class RedisStorage(StorageBackend):
                 f"{start}: {exc}"
             ) from exc
         try:
-            replies = await self._call(buffer, queued + 2, f"shard {shard_id}: write")
+            replies, result = await self._transaction(buffer, queued, f"shard {shard_id}: write")
         except TransientAdapterError:
             self._uncertain.add(shard_id)
             raise
@@ -278,7 +278,7 @@ class RedisStorage(StorageBackend):
             # Cancelled (the bus's own timeout) while the transaction was in flight.
             self._uncertain.add(shard_id)
             raise
-        error = check_exec_reply(replies, queued)
+        error = check_exec_reply(replies, result, queued)
         if error is not None:
             raise _server_error(f"shard {shard_id}: write", error)
         self.skipped_on_retry += skip
@@ -394,6 +394,14 @@ class RedisStorage(StorageBackend):
     # -- plumbing ----------------------------------------------------------------------
 
     async def _call(self, buffer: bytes, replies: int, what: str) -> list[Any]:
+        return await self._run(buffer, replies, what, transaction=False)  # type: ignore[no-any-return]
+
+    async def _transaction(
+        self, buffer: bytes, queued: int, what: str
+    ) -> tuple[list[Any] | None, Any]:
+        return await self._run(buffer, queued, what, transaction=True)  # type: ignore[no-any-return]
+
+    async def _run(self, buffer: bytes, count: int, what: str, *, transaction: bool) -> Any:
         pool = self._pool
         if pool is None:
             if self._closed:
@@ -402,7 +410,9 @@ class RedisStorage(StorageBackend):
         try:
             with anyio.fail_after(self._timeout):
                 async with pool.connection() as conn:
-                    return await conn.request(buffer, replies)
+                    if transaction:
+                        return await conn.transaction(buffer, count)
+                    return await conn.request(buffer, count)
         except TimeoutError:
             raise TransientAdapterError(
                 f"redis backend: {what}: no reply within {self._timeout:g} s "

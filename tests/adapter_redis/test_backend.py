@@ -10,6 +10,9 @@ from collections.abc import AsyncIterator
 import anyio
 import attrs
 import pytest
+from net_adapter_redis._connection import RedisAddress, RedisConnection
+from net_adapter_redis._entry import check_exec_reply
+from net_adapter_redis._resp import ServerError, encode_command
 
 from net_adapter_redis import RedisStorage, RedisStorageConfig, RedisStreamDedup
 from net_adapter_redis import _storage as storage_module
@@ -294,3 +297,35 @@ async def test_duplicate_warning_is_logged_once_per_process(
     warnings = [r for r in caplog.records if "at-least-once" in r.getMessage()]
     assert len(warnings) == 1
     assert "RedisStreamDedup" in warnings[0].getMessage()
+
+
+@pytest.mark.anyio
+async def test_transaction_refused_at_queue_time_is_reported(redis_url: str) -> None:
+    """A command the server refuses while queueing aborts the whole transaction; the
+    connection then parses every reply to say which one."""
+    conn = await RedisConnection.connect(RedisAddress.parse(redis_url))
+    try:
+        buffer = b"".join(
+            [
+                encode_command("MULTI"),
+                encode_command("SET", "k", "v"),
+                encode_command("XADD", "only-a-key"),
+                encode_command("EXEC"),
+            ]
+        )
+        replies, result = await conn.transaction(buffer, 2)
+        assert replies is not None
+        error = check_exec_reply(replies, result, 2)
+        assert error is not None
+        assert "wrong number of arguments" in error.message
+        assert isinstance(result, ServerError)
+        assert result.code == "EXECABORT"
+        # The connection is still in step: the next request gets its own reply.
+        assert await conn.command("PING") == b"PONG"
+        replies, result = await conn.transaction(
+            encode_command("MULTI") + encode_command("PING") + encode_command("EXEC"), 1
+        )
+        assert replies is None
+        assert result == [b"PONG"]
+    finally:
+        await conn.aclose()

@@ -21,6 +21,7 @@ from net_adapter_redis._resp import (
     RespProtocolError,
     ServerError,
     encode_command,
+    first_error,
 )
 
 from net_core.errors import DecodeError
@@ -57,8 +58,10 @@ def test_reader_keeps_error_replies_as_values_also_nested() -> None:
     assert isinstance(err, ServerError)
     assert (err.code, err.message) == ("ERR", "ERR bad thing")
     assert arr[0] == b"abc"
-    assert isinstance(arr[1], ServerError)
-    assert arr[1].code == "WRONGTYPE"
+    nested = first_error(arr)
+    assert nested is not None
+    assert (nested.code, nested.message) == ("WRONGTYPE", "WRONGTYPE no")
+    assert first_error([b"a", 1, None]) is None
     assert arr[2] == 5
     assert null_bulk is None
     assert null_array is None
@@ -239,10 +242,13 @@ def test_batch_encoder_rejects_bad_input() -> None:
 
 
 def test_check_exec_reply() -> None:
-    assert check_exec_reply([b"OK", b"QUEUED", b"QUEUED", [b"1-1", 1]], 2) is None
+    assert check_exec_reply(None, [b"1-1", 1], 2) is None
+    assert check_exec_reply([b"OK", b"QUEUED", b"QUEUED", [b"1-1", 1]], [b"1-1", 1], 2) is None
     err = ServerError("WRONGTYPE Operation against a key")
-    assert check_exec_reply([b"OK", b"QUEUED", [err]], 1) is err
-    assert check_exec_reply([b"OK", err, ServerError("EXECABORT x")], 1) is err
-    assert check_exec_reply([b"OK", b"QUEUED", None], 1).code == "EXECABORT"  # type: ignore[union-attr]
-    assert check_exec_reply([b"OK", b"QUEUED", [b"1-1"]], 2).code == "ERR"  # type: ignore[union-attr]
-    assert check_exec_reply([], 0).code == "ERR"  # type: ignore[union-attr]
+    assert check_exec_reply(None, [err], 1) is err
+    queued_err = ServerError("ERR wrong number of arguments")
+    abort = ServerError("EXECABORT x")
+    assert check_exec_reply([b"OK", queued_err, abort], abort, 1) is queued_err
+    assert check_exec_reply(None, abort, 1) is abort
+    assert check_exec_reply(None, None, 1).code == "EXECABORT"  # type: ignore[union-attr]
+    assert check_exec_reply(None, [b"1-1"], 2).code == "ERR"  # type: ignore[union-attr]
