@@ -18,8 +18,12 @@ code   postcard type
 
 ``unpack_from(fmt, buf, pos)`` returns the values followed by the offset after the last
 one (trailing bytes are the caller's business, as in the reference) and raises
-:class:`~net_core.cortex.PostcardError`, and nothing else, on malformed input.
-``pack(fmt, *values)`` raises ``ValueError`` / ``TypeError`` for values that do not fit.
+:class:`~net_core.cortex.PostcardError`, and nothing else, on malformed input; ``buf``
+is any bytes-like object, and a ``pos`` past its end is malformed input too (a negative
+one is a caller bug: ``ValueError``). ``pack(fmt, *values)`` raises ``ValueError`` /
+``TypeError`` for values that do not fit: ``s`` takes a str, ``S`` any iterable of str
+but a str, ``y`` any bytes-like object, ``u``/``w`` an int (a bool counts, as in Python),
+``?`` a bool. An unknown format code is a ``ValueError`` in both.
 
 A C implementation (``net_core._pcstruct_c``, built when a compiler is available) is used
 when present; :data:`IMPLEMENTATION` says which one is active. Both behave identically
@@ -126,7 +130,7 @@ def _read_str(buf: bytes, pos: int) -> tuple[str, int]:
         raise PostcardError(f"str: invalid UTF-8 at offset {pos}") from None
 
 
-def py_unpack_from(fmt: str, buf: bytes, pos: int = 0) -> tuple[Any, ...]:
+def py_unpack_from(fmt: str, buf: bytes | bytearray | memoryview, pos: int = 0) -> tuple[Any, ...]:
     """Pure-Python :func:`unpack_from`."""
     if not isinstance(fmt, str):
         raise TypeError(f"unpack_from format must be a str, got {type(fmt).__name__}")
@@ -176,7 +180,7 @@ def py_unpack_from(fmt: str, buf: bytes, pos: int = 0) -> tuple[Any, ...]:
     return tuple(out)
 
 
-def py_pack(fmt: str, *values: Any) -> bytes:
+def py_pack(fmt: str, /, *values: Any) -> bytes:
     """Pure-Python :func:`pack`."""
     if not isinstance(fmt, str):
         raise TypeError(f"pack format must be a str, got {type(fmt).__name__}")

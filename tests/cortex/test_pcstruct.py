@@ -322,7 +322,9 @@ def test_errors_release_the_buffer(impl: tuple[Unpack, Pack]) -> None:
 
 
 def test_keyword_arguments(impl: tuple[Unpack, Pack]) -> None:
-    unpack_from, _ = impl
+    unpack_from, pack = impl
+    with pytest.raises(TypeError):
+        pack(fmt="")  # positional only, like struct.pack
     assert unpack_from(fmt="u", buf=b"\x01\x02", pos=1) == (2, 2)
     assert unpack_from("u", buf=b"\x01") == (1, 1)
     with pytest.raises(TypeError):
