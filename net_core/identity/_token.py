@@ -34,8 +34,8 @@ import secrets
 import struct
 import time
 import warnings
-from collections.abc import Iterator
-from typing import Final, final
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Final, final
 
 import attrs
 
@@ -100,7 +100,7 @@ class TokenScope(enum.IntFlag):
         return bits != 0 and (int(self) & bits) == bits
 
     @classmethod
-    def from_names(cls, names: Iterator[str] | list[str] | tuple[str, ...]) -> TokenScope:
+    def from_names(cls, names: Iterable[str]) -> TokenScope:
         """Build a scope from names such as ``["publish", "subscribe"]``."""
         scope = cls.NONE
         for name in names:
@@ -142,6 +142,18 @@ def _check_range(name: str, value: int, maximum: int) -> None:
         raise ValueError(f"{name} must be in [0, {maximum}], got {value}")
 
 
+def _field_range(maximum: int) -> Callable[[object, attrs.Attribute[Any], int], None]:
+    def check(instance: object, attribute: attrs.Attribute[Any], value: int) -> None:
+        _check_range(attribute.name, value, maximum)
+
+    return check
+
+
+def _signature_bytes(instance: object, attribute: attrs.Attribute[bytes], value: bytes) -> None:
+    if not isinstance(value, bytes) or len(value) != 64:
+        raise ValueError("signature must be 64 bytes")
+
+
 @final
 @attrs.frozen(eq=True)
 class PermissionToken:
@@ -152,15 +164,17 @@ class PermissionToken:
     (signature) or :meth:`check_valid` (signature and time window).
     """
 
-    issuer: EntityId
-    subject: EntityId
-    scope: TokenScope
-    channel_hash: int
-    not_before: int
-    not_after: int
-    delegation_depth: int
-    nonce: int
-    signature: bytes = attrs.field(repr=lambda sig: sig.hex()[:16] + "...")
+    issuer: EntityId = attrs.field(validator=attrs.validators.instance_of(EntityId))
+    subject: EntityId = attrs.field(validator=attrs.validators.instance_of(EntityId))
+    scope: TokenScope = attrs.field(converter=TokenScope, validator=_field_range(_U32_MAX))
+    channel_hash: int = attrs.field(validator=_field_range(_U32_MAX))
+    not_before: int = attrs.field(validator=_field_range(_U64_MAX))
+    not_after: int = attrs.field(validator=_field_range(_U64_MAX))
+    delegation_depth: int = attrs.field(validator=_field_range(_U8_MAX))
+    nonce: int = attrs.field(validator=_field_range(_U64_MAX))
+    signature: bytes = attrs.field(
+        validator=_signature_bytes, repr=lambda sig: sig.hex()[:16] + "..."
+    )
 
     # -- construction --------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 import warnings
 
+import attrs
 import pytest
 
 from net_core.errors import DecodeError
@@ -93,6 +94,22 @@ def test_issue_argument_checks() -> None:
         issue(channel=2**32)
     with pytest.raises(ValueError, match="ttl_seconds"):
         issue(ttl=-1)
+
+
+def test_direct_construction_is_validated() -> None:
+    token = issue()
+    for field, value in [
+        ("channel_hash", 2**32),
+        ("not_after", -1),
+        ("delegation_depth", 256),
+        ("nonce", 2**64),
+        ("scope", 2**32),
+        ("signature", b"short"),
+    ]:
+        with pytest.raises(ValueError, match=field):
+            attrs.evolve(token, **{field: value})
+    with pytest.raises(TypeError):
+        attrs.evolve(token, issuer=b"\x00" * 32)
 
 
 # -- zero TTL in both forms ----------------------------------------------------------------
