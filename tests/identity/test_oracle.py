@@ -33,6 +33,7 @@ from net_core.identity import (
     EntityKeypair,
     ForkRecord,
     PermissionToken,
+    TokenCache,
     TokenScope,
     channel_hash,
     fork_sentinel,
@@ -415,3 +416,32 @@ def test_reference_fork_genesis_carries_our_sentinel(runtime: Any) -> None:
             assert ForkRecord.from_bytes(ours.to_bytes()) == ours
             checked += 1
     assert checked == 3
+
+
+def test_token_cache_slotting_matches_the_reference() -> None:
+    """Same scope replaces, distinct scopes coexist, channels and the wildcard get their
+    own slots, an expired token is still admitted (insert checks only the signature):
+    the reference's cache length follows ours after every insert."""
+    owner = EntityKeypair.from_seed(SEEDS[40])
+    holder_seed = SEEDS[41]
+    ref_cache = net.Identity.from_seed(holder_seed)
+    subject = EntityId(ref_cache.entity_id)
+    cache = TokenCache()
+    lab = channel_hash("lab/x")
+    plan = [
+        (TokenScope.PUBLISH, lab, 60, None),
+        (TokenScope.PUBLISH, lab, 90, None),  # same scope: replaces
+        (TokenScope.SUBSCRIBE, lab, 60, None),  # new scope: coexists
+        (TokenScope.PUBLISH, channel_hash("a"), 60, None),  # new channel slot
+        (TokenScope.PUBLISH | TokenScope.WILDCARD, lab, 60, None),  # wildcard slot
+        (TokenScope.ADMIN, lab, 10, 1_000),  # long expired, still admitted
+    ]
+    for scope, chash, ttl, now in plan:
+        token = PermissionToken.try_issue(owner, subject, scope, chash, ttl, now=now)
+        assert cache.insert(token)
+        ref_cache.install_token(token.to_bytes())
+        assert ref_cache.token_cache_len == len(cache)
+    assert len(cache) == 5
+    exact = ref_cache.lookup_token(subject.as_bytes(), "lab/x")
+    assert exact is not None
+    assert PermissionToken.from_bytes(exact) in list(cache)
