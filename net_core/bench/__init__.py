@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Final, Protocol, TextIO
 
 from net_core.bench._bus import run_bus_suite
+from net_core.bench._cortex import run_cortex_suite
 from net_core.bench._harness import (
     REFERENCE_MISSING,
     Reference,
@@ -44,6 +45,7 @@ __all__ = [
     "format_table",
     "load_reference",
     "run_bus_suite",
+    "run_cortex_suite",
     "run_redex_suite",
 ]
 
@@ -57,6 +59,7 @@ class SuiteRunner(Protocol):
 #: The suites ``net bench`` knows, by name.
 SUITES: Final[Mapping[str, SuiteRunner]] = {
     "bus": run_bus_suite,
+    "cortex": run_cortex_suite,
     "redex": run_redex_suite,
 }
 
