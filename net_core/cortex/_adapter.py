@@ -53,6 +53,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 import attrs
+import xxhash
 
 from net_core.cortex._errors import (
     AdapterClosedError,
@@ -62,7 +63,7 @@ from net_core.cortex._errors import (
     SnapshotMismatchError,
     SnapshotUnsupportedError,
 )
-from net_core.cortex._meta import open_raw, seal
+from net_core.cortex._meta import _HEADER, EVENT_META_SIZE, open_raw, seal
 from net_core.cortex._snapshot import Snapshot
 from net_core.errors import DecodeError
 from net_core.redex._errors import LaggedError
@@ -81,6 +82,11 @@ __all__ = [
 S = TypeVar("S")
 
 _log = logging.getLogger("net_core.cortex")
+
+_META_SIZE: Final = EVENT_META_SIZE
+_ZERO4: Final = bytes(4)
+_MASK32: Final = 0xFFFF_FFFF
+_xxh3 = xxhash.xxh3_64_intdigest
 
 #: Default capacity of a :meth:`CortexAdapter.changes` subscriber (as the reference's).
 DEFAULT_CHANGE_BUFFER: Final = 64
@@ -133,6 +139,23 @@ class Fold(ABC, Generic[S]):
     @abstractmethod
     def apply(self, event: CortexEvent, state: S) -> None:
         """Fold one event into ``state``."""
+
+    def apply_fields(
+        self,
+        seq: int,
+        dispatch: int,
+        flags: int,
+        origin_hash: int,
+        seq_or_ts: int,
+        tail: bytes,
+        state: S,
+    ) -> None:
+        """What the adapter calls: :meth:`apply` with the fields as a :class:`CortexEvent`.
+
+        A fold on a hot path may override this instead (same contract, no event object
+        to build); :meth:`apply` must then do the same thing.
+        """
+        self.apply(CortexEvent(seq, dispatch, flags, origin_hash, seq_or_ts, tail), state)
 
     def encode_state(self, state: S) -> bytes:
         """Encode ``state`` for a snapshot (override to support snapshots)."""
@@ -461,7 +484,7 @@ class CortexAdapter(Generic[S]):
 
     def _fold_items(self, items: list[tuple[int, bytes, int, bool]]) -> bool:
         """Fold a batch; returns False when the fold halted."""
-        apply = self._fold.apply
+        apply = self._fold.apply_fields
         state = self._state
         folded = self._folded
         applied = self._applied
@@ -470,14 +493,24 @@ class CortexAdapter(Generic[S]):
         ok: list[int] | None = [] if self._subscribers else None
         n_ok = 0
         halted = False
-        event = CortexEvent
+        unpack_header = _HEADER.unpack_from
+        xxh3 = _xxh3
+        zero4, mask32, meta_size = _ZERO4, _MASK32, _META_SIZE
         with self.state_lock:
             for seq, payload, _ts, _inline in items:
                 if seq <= folded:
                     continue  # already folded (a tail re-attached after catching up)
                 try:
-                    dispatch, flags, origin, seq_or_ts, tail = open_raw(payload)
-                    apply(event(seq, dispatch, flags, origin, seq_or_ts, tail), state)
+                    # open_raw() inlined for the common case (a v2 record); anything
+                    # else takes the full path, which verifies v1/pad or raises.
+                    if len(payload) >= meta_size:
+                        dispatch, flags, origin, seq_or_ts, checksum = unpack_header(payload)
+                        tail = payload[meta_size:]
+                        if xxh3(payload[:20] + zero4 + tail) & mask32 != checksum:
+                            dispatch, flags, origin, seq_or_ts, tail = open_raw(payload)
+                    else:
+                        dispatch, flags, origin, seq_or_ts, tail = open_raw(payload)
+                    apply(seq, dispatch, flags, origin, seq_or_ts, tail, state)
                 except DecodeError as exc:
                     self._note_error(seq, exc, recoverable=True)
                     intact = False

@@ -15,6 +15,7 @@ snapshot bytes and header stamping as the reference. Fold rules:
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
@@ -72,11 +73,31 @@ class MemoriesFold(Fold[MemoriesState]):
         self.origin_hash = origin_hash
 
     def apply(self, event: CortexEvent, state: MemoriesState) -> None:
+        """Fold one event (see :meth:`apply_fields`)."""
+        self.apply_fields(
+            event.seq,
+            event.dispatch,
+            event.flags,
+            event.origin_hash,
+            event.seq_or_ts,
+            event.tail,
+            state,
+        )
+
+    def apply_fields(
+        self,
+        seq: int,
+        dispatch: int,
+        flags: int,
+        origin_hash: int,
+        seq_or_ts: int,
+        tail: bytes,
+        state: MemoriesState,
+    ) -> None:
         """Fold one Memories event."""
-        dispatch = event.dispatch
         memories = state.memories
         if dispatch == DISPATCH_MEMORY_STORED:
-            mid, content, tags, source, now, _ = unpack_from("usSsu", event.tail)
+            mid, content, tags, source, now, _ = unpack_from("usSsu", tail)
             old = memories.get(mid)
             if old is None:
                 memories[mid] = _new(Memory, (mid, content, tags, source, now, now, False))
@@ -85,7 +106,7 @@ class MemoriesFold(Fold[MemoriesState]):
                     Memory, (mid, content, tags, source, old.created_ns, now, old.pinned)
                 )
         elif dispatch == DISPATCH_MEMORY_RETAGGED:
-            mid, tags, now, _ = unpack_from("uSu", event.tail)
+            mid, tags, now, _ = unpack_from("uSu", tail)
             old = memories.get(mid)
             if old is not None:
                 memories[mid] = _new(
@@ -93,7 +114,7 @@ class MemoriesFold(Fold[MemoriesState]):
                     (mid, old.content, tags, old.source, old.created_ns, now, old.pinned),
                 )
         elif dispatch in (DISPATCH_MEMORY_PINNED, DISPATCH_MEMORY_UNPINNED):
-            mid, now, _ = unpack_from("uu", event.tail)
+            mid, now, _ = unpack_from("uu", tail)
             old = memories.get(mid)
             if old is not None:
                 memories[mid] = _new(
@@ -109,12 +130,11 @@ class MemoriesFold(Fold[MemoriesState]):
                     ),
                 )
         elif dispatch == DISPATCH_MEMORY_DELETED:
-            mid, _ = unpack_from("u", event.tail)
+            mid, _ = unpack_from("u", tail)
             memories.pop(mid, None)
-        if event.origin_hash == self.origin_hash:
-            counter = event.seq_or_ts
-            if counter >= state.app_seq and counter != _U64_MAX:
-                state.app_seq = counter + 1
+        # app_seq discovery: never reuse a counter of our own origin found in the log.
+        if origin_hash == self.origin_hash and state.app_seq <= seq_or_ts != _U64_MAX:
+            state.app_seq = seq_or_ts + 1
 
     def encode_state(self, state: MemoriesState) -> bytes:
         """The reference's snapshot bytes: ``{app_seq, inner: memories map}``."""
@@ -143,6 +163,9 @@ class MemoriesAdapter:
 
     def __init__(self, adapter: CortexAdapter[MemoriesState], origin_hash: int) -> None:
         self._adapter = adapter
+        self._state = adapter.state
+        self._append = adapter.file.append
+        self._counter_lock = threading.Lock()
         self.origin_hash = origin_hash
         """The producer id stamped into this adapter's events."""
 
@@ -189,14 +212,15 @@ class MemoriesAdapter:
     # -- writes ----------------------------------------------------------------------
 
     def _ingest(self, op: str, dispatch: int, tail: bytes) -> int:
-        adapter = self._adapter
-        if adapter.closed:
+        if self._adapter._closed:
             raise AdapterClosedError(op)
-        state = adapter.state
-        with adapter.state_lock:
+        state = self._state
+        # The counter is taken under a lock so that writers on several threads never
+        # share a value; it is never rolled back (a failed append leaves a gap).
+        with self._counter_lock:
             counter = state.app_seq
             state.app_seq = counter + 1
-        return adapter.file.append(seal(dispatch, self.origin_hash, counter, tail))
+        return self._append(seal(dispatch, self.origin_hash, counter, tail))
 
     def store(
         self,

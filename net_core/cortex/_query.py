@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from operator import attrgetter
 from typing import Any, Final, Generic, TypeVar, final
 
+import anyio
+
 from net_core.cortex._adapter import CortexAdapter
 
 __all__ = ["ORDER_BY", "Watch", "check_bounds", "order_and_limit", "parse_order_by"]
@@ -41,8 +43,8 @@ def parse_order_by(value: str | None, *, verbose: bool) -> tuple[str, bool] | No
     key = ORDER_BY.get(value.lower())
     if key is None:
         if verbose:
-            names = ", ".join(ORDER_BY)
-            raise ValueError(f'invalid order_by "{value}" (expected one of: {names})')
+            names = "|".join(ORDER_BY)
+            raise ValueError(f'invalid order_by "{value}" (expected one of {names})')
         raise ValueError(f'invalid order_by "{value}"')
     return key
 
@@ -79,7 +81,7 @@ class Watch(Generic[R]):
     :meth:`close` ends it early.
     """
 
-    __slots__ = ("_adapter", "_closed", "_last", "_query", "_version")
+    __slots__ = ("_adapter", "_closed", "_last", "_query", "_scope", "_version")
 
     def __init__(
         self,
@@ -91,6 +93,7 @@ class Watch(Generic[R]):
         self._adapter = adapter
         self._query = query
         self._closed = False
+        self._scope: anyio.CancelScope | None = None
         # With an initial value the watch starts "already delivered" at this version.
         self._version = adapter.state_version if initial is not None else -1
         self._last: list[R] | None = initial
@@ -110,7 +113,11 @@ class Watch(Generic[R]):
                 continue
             if not adapter.is_running:
                 break
-            await adapter.wait_changed(self._version)
+            # close() cancels this scope, so a consumer parked here wakes up at once.
+            with anyio.CancelScope() as scope:
+                self._scope = scope
+                await adapter.wait_changed(self._version)
+            self._scope = None
         raise StopAsyncIteration
 
     @property
@@ -119,8 +126,10 @@ class Watch(Generic[R]):
         return self._last
 
     def close(self) -> None:
-        """End the iteration. Idempotent."""
+        """End the iteration, waking a consumer waiting for the next value. Idempotent."""
         self._closed = True
+        if self._scope is not None:
+            self._scope.cancel()
 
     async def aclose(self) -> None:
         """Same as :meth:`close`."""

@@ -16,6 +16,7 @@ plus one, so a reopened adapter never reuses a counter value.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
@@ -74,31 +75,50 @@ class TasksFold(Fold[TasksState]):
         self.origin_hash = origin_hash
 
     def apply(self, event: CortexEvent, state: TasksState) -> None:
+        """Fold one event (see :meth:`apply_fields`)."""
+        self.apply_fields(
+            event.seq,
+            event.dispatch,
+            event.flags,
+            event.origin_hash,
+            event.seq_or_ts,
+            event.tail,
+            state,
+        )
+
+    def apply_fields(
+        self,
+        seq: int,
+        dispatch: int,
+        flags: int,
+        origin_hash: int,
+        seq_or_ts: int,
+        tail: bytes,
+        state: TasksState,
+    ) -> None:
         """Fold one Tasks event."""
-        dispatch = event.dispatch
         tasks = state.tasks
         if dispatch == DISPATCH_TASK_CREATED:
-            task_id, title, now, _ = unpack_from("usu", event.tail)
+            task_id, title, now, _ = unpack_from("usu", tail)
             tasks[task_id] = _new_task(Task, (task_id, title, _PENDING, now, now))
         elif dispatch == DISPATCH_TASK_RENAMED:
-            task_id, title, now, _ = unpack_from("usu", event.tail)
+            task_id, title, now, _ = unpack_from("usu", tail)
             old = tasks.get(task_id)
             if old is not None:
                 tasks[task_id] = _new_task(Task, (task_id, title, old.status, old.created_ns, now))
         elif dispatch == DISPATCH_TASK_COMPLETED:
-            task_id, now, _ = unpack_from("uu", event.tail)
+            task_id, now, _ = unpack_from("uu", tail)
             old = tasks.get(task_id)
             if old is not None:
                 tasks[task_id] = _new_task(
                     Task, (task_id, old.title, _COMPLETED, old.created_ns, now)
                 )
         elif dispatch == DISPATCH_TASK_DELETED:
-            task_id, _ = unpack_from("u", event.tail)
+            task_id, _ = unpack_from("u", tail)
             tasks.pop(task_id, None)
-        if event.origin_hash == self.origin_hash:
-            counter = event.seq_or_ts
-            if counter >= state.app_seq and counter != _U64_MAX:
-                state.app_seq = counter + 1
+        # app_seq discovery: never reuse a counter of our own origin found in the log.
+        if origin_hash == self.origin_hash and state.app_seq <= seq_or_ts != _U64_MAX:
+            state.app_seq = seq_or_ts + 1
 
     def encode_state(self, state: TasksState) -> bytes:
         """The reference's snapshot bytes: ``{app_seq, inner: tasks map}``."""
@@ -139,6 +159,9 @@ class TasksAdapter:
 
     def __init__(self, adapter: CortexAdapter[TasksState], origin_hash: int) -> None:
         self._adapter = adapter
+        self._state = adapter.state
+        self._append = adapter.file.append
+        self._counter_lock = threading.Lock()
         self.origin_hash = origin_hash
         """The producer id stamped into this adapter's events."""
 
@@ -184,14 +207,15 @@ class TasksAdapter:
     # -- writes ----------------------------------------------------------------------
 
     def _ingest(self, op: str, dispatch: int, tail: bytes) -> int:
-        adapter = self._adapter
-        if adapter.closed:
+        if self._adapter._closed:
             raise AdapterClosedError(op)
-        state = adapter.state
-        with adapter.state_lock:
+        state = self._state
+        # The counter is taken under a lock so that writers on several threads never
+        # share a value; it is never rolled back (a failed append leaves a gap).
+        with self._counter_lock:
             counter = state.app_seq
             state.app_seq = counter + 1
-        return adapter.file.append(seal(dispatch, self.origin_hash, counter, tail))
+        return self._append(seal(dispatch, self.origin_hash, counter, tail))
 
     def create(self, task_id: int, title: str, now_ns: int | None = None) -> int:
         """Create (or fully reset) a pending task; returns the RedEX seq."""

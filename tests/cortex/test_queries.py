@@ -225,6 +225,11 @@ async def test_tasks_invalid_order_by_lists_the_names(tasks: TasksAdapter) -> No
         assert text.startswith(f'invalid order_by "{bad}"')
         for name in ORDER_NAMES:
             assert name in text
+        # The reference's exact wording.
+        assert text == (
+            f'invalid order_by "{bad}" (expected one of '
+            "id_asc|id_desc|created_asc|created_desc|updated_asc|updated_desc)"
+        )
         with pytest.raises(ValueError, match="invalid order_by"):
             tasks.watch_tasks(order_by=bad)
 

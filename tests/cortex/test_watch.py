@@ -359,13 +359,6 @@ async def test_close_from_another_task_wakes_a_parked_consumer(tasks: TasksAdapt
             await done.wait()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="Watch.close() only sets a flag (net_core/cortex/_query.py Watch.close): a "
-    "consumer parked in __anext__ (adapter.wait_changed) is not woken and stays parked "
-    "until the fold applies another event, forever on an idle log",
-)
 async def test_close_wakes_a_parked_consumer_without_further_changes(
     tasks: TasksAdapter,
 ) -> None:
