@@ -17,6 +17,7 @@ Both are byte-identical to the reference (``ai2070-net`` 0.18). This module is p
 
 from __future__ import annotations
 
+import re
 from typing import Final, final
 
 import xxhash
@@ -32,6 +33,8 @@ __all__ = [
 ]
 
 MAX_CHANNEL_NAME_BYTES: Final = 255
+# Up to 255 allowed (ASCII) characters, not starting or ending with "/".
+_FAST_NAME: Final = re.compile(r"(?!/)[A-Za-z0-9\-_./]{1,255}(?<!/)")
 _CHANNEL_CHARS: Final = frozenset(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_./"
 )
@@ -65,11 +68,22 @@ def validate_channel_name(name: str) -> None:
             raise ChannelNameError(f'invalid channel name format: segment "{segment}" is reserved')
 
 
+def _is_valid_fast(name: str) -> bool:
+    # The common case in one regex pass; anything it refuses goes through
+    # validate_channel_name for the precise error.
+    return (
+        _FAST_NAME.fullmatch(name) is not None
+        and "//" not in name
+        and ("." not in name or all(s not in (".", "..") for s in name.split("/")))
+    )
+
+
 def channel_hash(name: str | ChannelName) -> int:
     """The canonical u32 hash of a (validated) channel name."""
     if isinstance(name, ChannelName):
         return name.hash
-    validate_channel_name(name)
+    if not (isinstance(name, str) and _is_valid_fast(name)):
+        validate_channel_name(name)
     return xxhash.xxh3_64_intdigest(name.encode("utf-8")) & 0xFFFF_FFFF
 
 
@@ -85,7 +99,8 @@ class ChannelName:
     __slots__ = ("_hash", "_name")
 
     def __init__(self, name: str) -> None:
-        validate_channel_name(name)
+        if not (isinstance(name, str) and _is_valid_fast(name)):
+            validate_channel_name(name)
         self._name = name
         self._hash = xxhash.xxh3_64_intdigest(name.encode("utf-8")) & 0xFFFF_FFFF
 

@@ -189,10 +189,17 @@ class EntityKeypair:
 
     __slots__ = ("_entity_id", "_private", "_seed")
 
-    def __init__(self, entity_id: EntityId, seed: bytes | None) -> None:
+    def __init__(
+        self,
+        entity_id: EntityId,
+        seed: bytes | None,
+        private: Ed25519PrivateKey | None = None,
+    ) -> None:
         self._entity_id = entity_id
         self._seed = seed
-        self._private = Ed25519PrivateKey.from_private_bytes(seed) if seed is not None else None
+        if private is None and seed is not None:
+            private = Ed25519PrivateKey.from_private_bytes(seed)
+        self._private = private
 
     @classmethod
     def generate(cls) -> EntityKeypair:
@@ -207,7 +214,7 @@ class EntityKeypair:
             raise InvalidSeedError(len(raw))
         private = Ed25519PrivateKey.from_private_bytes(raw)
         public = private.public_key().public_bytes_raw()
-        return cls(EntityId(public), raw)
+        return cls(EntityId(public), raw, private)
 
     @classmethod
     def public_only(cls, entity_id: EntityId | bytes) -> EntityKeypair:

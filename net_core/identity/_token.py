@@ -329,17 +329,22 @@ class PermissionToken:
         if len(raw) != TOKEN_WIRE_SIZE:
             raise TokenFormatError(f"expected {TOKEN_WIRE_SIZE} bytes, got {len(raw)}")
         issuer, subject, scope, chash, nbf, naf, depth, nonce, sig = _WIRE.unpack(raw)
-        return cls(
-            issuer=EntityId(issuer),
-            subject=EntityId(subject),
-            scope=TokenScope(scope),
-            channel_hash=chash,
-            not_before=nbf,
-            not_after=naf,
-            delegation_depth=depth,
-            nonce=nonce,
-            signature=sig,
-        )
+        # Every field comes out of the fixed layout already in range, so the validators
+        # are skipped on this hot path (parsing is per subscribe and per cache insert).
+        token = object.__new__(cls)
+        for name, value in (
+            ("issuer", EntityId(issuer)),
+            ("subject", EntityId(subject)),
+            ("scope", TokenScope(scope)),
+            ("channel_hash", chash),
+            ("not_before", nbf),
+            ("not_after", naf),
+            ("delegation_depth", depth),
+            ("nonce", nonce),
+            ("signature", sig),
+        ):
+            object.__setattr__(token, name, value)
+        return token
 
     # -- checks --------------------------------------------------------------------------
 

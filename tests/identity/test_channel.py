@@ -17,6 +17,7 @@ from net_core.identity import (
     validate_channel_name,
     wire_channel_hash,
 )
+from net_core.identity._channel import _is_valid_fast
 from net_core.redex import ChannelNameError as RedexChannelNameError
 from net_core.redex import validate_channel_name as redex_validate
 
@@ -93,3 +94,22 @@ def test_same_rule_and_texts_as_the_redex_layer(name: str) -> None:
     with pytest.raises(ChannelNameError) as ours:
         validate_channel_name(name)
     assert str(ours.value) == expected
+
+
+@given(st.text(alphabet="ab./-_Z9 é\n", max_size=12) | st.text(max_size=300))
+def test_fast_path_agrees_with_the_full_rule(name: str) -> None:
+    try:
+        validate_channel_name(name)
+    except ChannelNameError:
+        valid = False
+    else:
+        valid = True
+    assert _is_valid_fast(name) == valid
+
+
+def test_fast_path_boundaries() -> None:
+    assert _is_valid_fast("x" * 255)
+    assert not _is_valid_fast("x" * 256)
+    assert not _is_valid_fast("a\n")
+    assert not _is_valid_fast("a/.")
+    assert _is_valid_fast("a/.b")
