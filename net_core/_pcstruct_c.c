@@ -774,11 +774,43 @@ set_error_class(PyObject *module, PyObject *cls)
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(make_record_doc,
+             "make_record(cls, *items)\n--\n\n"
+             "Build an instance of the tuple subclass cls (a NamedTuple) from items,\n"
+             "without the tuple copy tuple.__new__(cls, items) makes.");
+
+static PyObject *
+make_record(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError, "make_record needs a tuple subclass and its items");
+        return NULL;
+    }
+    PyObject *cls = args[0];
+    if (!PyType_Check(cls) || !PyType_IsSubtype((PyTypeObject *)cls, &PyTuple_Type)) {
+        PyErr_Format(PyExc_TypeError, "make_record needs a tuple subclass, got %R", cls);
+        return NULL;
+    }
+    PyTypeObject *type = (PyTypeObject *)cls;
+    Py_ssize_t n = nargs - 1;
+    /* tp_alloc of a tuple subclass returns a zeroed, GC-tracked object with room for n
+       items; the items are filled before anyone else can see the object. */
+    PyObject *obj = type == &PyTuple_Type ? PyTuple_New(n) : type->tp_alloc(type, n);
+    if (obj == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyTuple_SET_ITEM(obj, i, Py_NewRef(args[i + 1]));
+    }
+    return obj;
+}
+
 static PyMethodDef pcstruct_methods[] = {
     {"unpack_from", (PyCFunction)(void (*)(void))unpack_from, METH_FASTCALL | METH_KEYWORDS,
      unpack_from_doc},
     {"pack", (PyCFunction)(void (*)(void))pack, METH_FASTCALL, pack_doc},
     {"set_error_class", set_error_class, METH_O, set_error_class_doc},
+    {"make_record", (PyCFunction)(void (*)(void))make_record, METH_FASTCALL, make_record_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -39,7 +39,7 @@ from net_core.cortex._meta import (
     DISPATCH_MEMORY_UNPINNED,
     seal,
 )
-from net_core.cortex._pcstruct import pack, unpack_from
+from net_core.cortex._pcstruct import make_record, pack, unpack_from
 from net_core.cortex._query import Watch, check_bounds, order_and_limit, parse_order_by
 from net_core.cortex._snapshot import Snapshot
 from net_core.cortex._tasks import _file_config
@@ -50,7 +50,6 @@ __all__ = ["MEMORIES_CHANNEL", "MemoriesAdapter", "MemoriesFold", "MemoriesState
 
 MEMORIES_CHANNEL: Final = "cortex/memories"
 _U64_MAX: Final = 0xFFFF_FFFF_FFFF_FFFF
-_new = tuple.__new__
 
 
 @final
@@ -100,34 +99,31 @@ class MemoriesFold(Fold[MemoriesState]):
             mid, content, tags, source, now, _ = unpack_from("usSsu", tail)
             old = memories.get(mid)
             if old is None:
-                memories[mid] = _new(Memory, (mid, content, tags, source, now, now, False))
+                memories[mid] = make_record(Memory, mid, content, tags, source, now, now, False)
             else:
-                memories[mid] = _new(
-                    Memory, (mid, content, tags, source, old.created_ns, now, old.pinned)
+                memories[mid] = make_record(
+                    Memory, mid, content, tags, source, old.created_ns, now, old.pinned
                 )
         elif dispatch == DISPATCH_MEMORY_RETAGGED:
             mid, tags, now, _ = unpack_from("uSu", tail)
             old = memories.get(mid)
             if old is not None:
-                memories[mid] = _new(
-                    Memory,
-                    (mid, old.content, tags, old.source, old.created_ns, now, old.pinned),
+                memories[mid] = make_record(
+                    Memory, mid, old.content, tags, old.source, old.created_ns, now, old.pinned
                 )
         elif dispatch in (DISPATCH_MEMORY_PINNED, DISPATCH_MEMORY_UNPINNED):
             mid, now, _ = unpack_from("uu", tail)
             old = memories.get(mid)
             if old is not None:
-                memories[mid] = _new(
+                memories[mid] = make_record(
                     Memory,
-                    (
-                        mid,
-                        old.content,
-                        old.tags,
-                        old.source,
-                        old.created_ns,
-                        now,
-                        dispatch == DISPATCH_MEMORY_PINNED,
-                    ),
+                    mid,
+                    old.content,
+                    old.tags,
+                    old.source,
+                    old.created_ns,
+                    now,
+                    dispatch == DISPATCH_MEMORY_PINNED,
                 )
         elif dispatch == DISPATCH_MEMORY_DELETED:
             mid, _ = unpack_from("u", tail)

@@ -34,11 +34,21 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from net_core.cortex._postcard import PostcardError
 
-__all__ = ["IMPLEMENTATION", "pack", "py_pack", "py_unpack_from", "unpack_from"]
+__all__ = [
+    "IMPLEMENTATION",
+    "make_record",
+    "pack",
+    "py_make_record",
+    "py_pack",
+    "py_unpack_from",
+    "unpack_from",
+]
+
+T = TypeVar("T", bound=tuple[Any, ...])
 
 _U64_MAX: Final = 0xFFFF_FFFF_FFFF_FFFF
 _U32_MAX: Final = 0xFFFF_FFFF
@@ -215,17 +225,27 @@ def py_pack(fmt: str, /, *values: Any) -> bytes:
     return b"".join(parts)
 
 
+def py_make_record(cls: type[T], *items: Any) -> T:
+    """Pure-Python :func:`make_record`."""
+    if not (isinstance(cls, type) and issubclass(cls, tuple)):
+        raise TypeError(f"make_record needs a tuple subclass, got {cls!r}")
+    return tuple.__new__(cls, items)
+
+
 unpack_from: Callable[..., tuple[Any, ...]]
 pack: Callable[..., bytes]
+make_record: Callable[..., Any]
 
 try:
     from net_core import _pcstruct_c  # type: ignore[attr-defined]
 except ImportError:  # no compiler at install time: the pure-Python twins
     unpack_from = py_unpack_from
     pack = py_pack
+    make_record = py_make_record
     IMPLEMENTATION: str = "python"
 else:
     _pcstruct_c.set_error_class(PostcardError)
     unpack_from = _pcstruct_c.unpack_from
     pack = _pcstruct_c.pack
+    make_record = _pcstruct_c.make_record
     IMPLEMENTATION = "c"

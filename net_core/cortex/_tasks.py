@@ -40,7 +40,7 @@ from net_core.cortex._meta import (
     DISPATCH_TASK_RENAMED,
     seal,
 )
-from net_core.cortex._pcstruct import pack, unpack_from
+from net_core.cortex._pcstruct import make_record, pack, unpack_from
 from net_core.cortex._query import Watch, check_bounds, order_and_limit, parse_order_by
 from net_core.cortex._snapshot import Snapshot
 from net_core.errors import DecodeError
@@ -52,7 +52,6 @@ TASKS_CHANNEL: Final = "cortex/tasks"
 _U64_MAX: Final = 0xFFFF_FFFF_FFFF_FFFF
 _PENDING: Final = TaskStatus.PENDING
 _COMPLETED: Final = TaskStatus.COMPLETED
-_new_task = tuple.__new__
 
 
 @final
@@ -100,18 +99,18 @@ class TasksFold(Fold[TasksState]):
         tasks = state.tasks
         if dispatch == DISPATCH_TASK_CREATED:
             task_id, title, now, _ = unpack_from("usu", tail)
-            tasks[task_id] = _new_task(Task, (task_id, title, _PENDING, now, now))
+            tasks[task_id] = make_record(Task, task_id, title, _PENDING, now, now)
         elif dispatch == DISPATCH_TASK_RENAMED:
             task_id, title, now, _ = unpack_from("usu", tail)
             old = tasks.get(task_id)
             if old is not None:
-                tasks[task_id] = _new_task(Task, (task_id, title, old.status, old.created_ns, now))
+                tasks[task_id] = make_record(Task, task_id, title, old.status, old.created_ns, now)
         elif dispatch == DISPATCH_TASK_COMPLETED:
             task_id, now, _ = unpack_from("uu", tail)
             old = tasks.get(task_id)
             if old is not None:
-                tasks[task_id] = _new_task(
-                    Task, (task_id, old.title, _COMPLETED, old.created_ns, now)
+                tasks[task_id] = make_record(
+                    Task, task_id, old.title, _COMPLETED, old.created_ns, now
                 )
         elif dispatch == DISPATCH_TASK_DELETED:
             task_id, _ = unpack_from("u", tail)
