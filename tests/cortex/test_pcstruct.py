@@ -25,7 +25,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from net_core.cortex import PostcardError, Writer, _pcstruct
+from net_core.cortex import Memory, PostcardError, Task, TaskStatus, Writer, _pcstruct
 from net_core.errors import DecodeError
 
 try:
@@ -585,3 +585,39 @@ def test_error_class_is_per_module_and_must_be_set() -> None:
     assert fresh.pack("u", 1) == b"\x01"
     with pytest.raises(PostcardError):
         _pcstruct_c.unpack_from("u", b"")
+
+
+# -- make_record ------------------------------------------------------------------------
+
+
+def _record_makers() -> list[Callable[..., Any]]:
+    makers: list[Callable[..., Any]] = [_pcstruct.py_make_record]
+    if _pcstruct_c is not None:
+        makers.append(_pcstruct_c.make_record)
+    return makers
+
+
+@pytest.mark.parametrize("make", _record_makers())
+def test_make_record_builds_the_named_tuple(make: Callable[..., Any]) -> None:
+    task = make(Task, 7, "title", TaskStatus.PENDING, 1, 2)
+    assert type(task) is Task
+    assert task == Task(7, "title", TaskStatus.PENDING, 1, 2)
+    assert task.title == "title"
+    assert task._replace(id=8).id == 8
+    memory = make(Memory, 1, "c", ("a", "b"), "s", 3, 4, True)
+    assert memory == Memory(1, "c", ("a", "b"), "s", 3, 4, True)
+    assert make(tuple, 1, 2) == (1, 2)
+    assert type(make(tuple)) is tuple
+    for bad in (int, list, "Task", None):
+        with pytest.raises(TypeError, match="tuple subclass"):
+            make(bad, 1)
+
+
+@requires_c
+def test_make_record_keeps_reference_counts_balanced() -> None:
+    title = "a title long enough not to be interned " * 2
+    before = sys.getrefcount(title)
+    records = [_pcstruct_c.make_record(Task, i, title, 0, 1, 2) for i in range(100)]
+    assert sys.getrefcount(title) == before + 100
+    del records
+    assert sys.getrefcount(title) == before
