@@ -44,9 +44,8 @@ from net_adapter_redis._connection import ConnectionPool, RedisAddress
 from net_adapter_redis._entry import (
     MAX_SHARD_ID,
     BatchEncoder,
-    EntryDecodeError,
     check_exec_reply,
-    decode_entry,
+    decode_entries,
     marks_key,
     stream_key,
 )
@@ -363,24 +362,16 @@ class RedisStorage(StorageBackend):
                 raise FatalAdapterError(
                     f"redis backend: shard {shard_id}: unexpected XRANGE reply {reply!r:.80}"
                 )
-            for entry in reply:
-                try:
-                    event = decode_entry(entry)
-                except EntryDecodeError as exc:
-                    malformed += 1
-                    if shard_id not in self._warned_malformed:
-                        self._warned_malformed.add(shard_id)
-                        log.warning(
-                            "redis backend: shard %d: skipping stream entries that are not "
-                            "events (counted in malformed_entries); first: %s",
-                            shard_id,
-                            exc,
-                        )
-                    continue
-                if event.shard_id != shard_id:
-                    # The stream names the shard; cursors are kept per stream.
-                    event = event._replace(shard_id=shard_id)
-                events.append(event)
+            bad = decode_entries(reply, shard_id, events)
+            if bad:
+                malformed += bad
+                if shard_id not in self._warned_malformed:
+                    self._warned_malformed.add(shard_id)
+                    log.warning(
+                        "redis backend: shard %d: skipping stream entries that are not "
+                        "events (counted in malformed_entries)",
+                        shard_id,
+                    )
             if len(reply) < count:
                 break
             last = reply[-1][0]

@@ -11,6 +11,7 @@ from net_adapter_redis._entry import (
     BatchEncoder,
     EntryDecodeError,
     check_exec_reply,
+    decode_entries,
     decode_entry,
     decode_payload,
     encode_payload,
@@ -24,6 +25,7 @@ from net_adapter_redis._resp import (
     first_error,
 )
 
+from net_core.bus import StoredEvent
 from net_core.errors import DecodeError
 
 U64 = st.integers(0, 2**64 - 1)
@@ -252,3 +254,29 @@ def test_check_exec_reply() -> None:
     assert check_exec_reply(None, abort, 1) is abort
     assert check_exec_reply(None, None, 1).code == "EXECABORT"  # type: ignore[union-attr]
     assert check_exec_reply(None, [b"1-1"], 2).code == "ERR"  # type: ignore[union-attr]
+
+
+_EVENT_ENTRY = st.tuples(
+    st.from_regex(r"\A[0-9]{1,13}-[0-9]{1,5}\Z").map(str.encode),
+    st.binary(max_size=40),
+    U64,
+    st.integers(0, 65535),
+    st.text(max_size=12).map(str.encode),
+).map(lambda t: [t[0], [b"d", encode_payload(t[1], t[2], t[3]), b"dedup_id", t[4]]])
+
+
+@given(st.lists(_EVENT_ENTRY | _REPLY_ITEMS, max_size=12), st.integers(0, 65535))
+def test_batch_decoder_agrees_with_the_entry_decoder(reply: list[object], shard: int) -> None:
+    """The inlined fast path of decode_entries gives what decode_entry gives (with the
+    stream's shard id), and skips exactly the entries decode_entry rejects."""
+    out: list[StoredEvent] = []
+    malformed = decode_entries(reply, shard, out)
+    expected = []
+    rejected = 0
+    for entry in reply:
+        try:
+            expected.append(decode_entry(entry)._replace(shard_id=shard))
+        except DecodeError:
+            rejected += 1
+    assert out == expected
+    assert malformed == rejected
