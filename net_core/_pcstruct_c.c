@@ -687,6 +687,44 @@ pack_bytes(writer *w, PyObject *value)
     return rc;
 }
 
+/* Encode values[0..n) by the codes of fmt (a ready str of length n) into w. */
+static int
+pack_values(writer *w, PyObject *fmt, PyObject *const *values, Py_ssize_t n)
+{
+    const int kind = PyUnicode_KIND(fmt);
+    const void *codes = PyUnicode_DATA(fmt);
+    int rc = 0;
+    for (Py_ssize_t i = 0; rc == 0 && i < n; i++) {
+        const Py_UCS4 code = PyUnicode_READ(kind, codes, i);
+        PyObject *value = values[i];
+        switch (code) {
+        case 'u':
+            rc = pack_varint(w, value, U64_MAX);
+            break;
+        case 's':
+            rc = pack_str(w, value, "str field needs a str, got %U");
+            break;
+        case 'S':
+            rc = pack_str_seq(w, value);
+            break;
+        case 'w':
+            rc = pack_varint(w, value, U32_MAX);
+            break;
+        case '?':
+            rc = pack_bool(w, value);
+            break;
+        case 'y':
+            rc = pack_bytes(w, value);
+            break;
+        default:
+            unknown_code(code);
+            rc = -1;
+            break;
+        }
+    }
+    return rc;
+}
+
 PyDoc_STRVAR(pack_doc,
              "pack(fmt, *values)\n--\n\n"
              "Encode one value per format code as postcard and return the bytes.\n\n"
@@ -715,45 +753,366 @@ pack(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
                      nargs - 1);
         return NULL;
     }
-    const int kind = PyUnicode_KIND(fmt);
-    const void *codes = PyUnicode_DATA(fmt);
     writer w;
     writer_init(&w);
-    int rc = 0;
-    for (Py_ssize_t i = 0; rc == 0 && i < n; i++) {
-        const Py_UCS4 code = PyUnicode_READ(kind, codes, i);
-        PyObject *value = args[i + 1];
-        switch (code) {
-        case 'u':
-            rc = pack_varint(&w, value, U64_MAX);
-            break;
-        case 's':
-            rc = pack_str(&w, value, "str field needs a str, got %U");
-            break;
-        case 'S':
-            rc = pack_str_seq(&w, value);
-            break;
-        case 'w':
-            rc = pack_varint(&w, value, U32_MAX);
-            break;
-        case '?':
-            rc = pack_bool(&w, value);
-            break;
-        case 'y':
-            rc = pack_bytes(&w, value);
-            break;
-        default:
-            unknown_code(code);
-            rc = -1;
-            break;
-        }
-    }
+    int rc = pack_values(&w, fmt, args + 1, n);
     PyObject *result = NULL;
     if (rc == 0) {
         result = PyBytes_FromStringAndSize((const char *)w.data, w.len);
     }
     writer_release(&w);
     return result;
+}
+
+/* ------------------------------------------------------------------------ */
+/* CortEX kernels                                                            */
+/*
+ * Two hot paths of net_core.cortex done in one C call each. The XXH3-64 hash
+ * is not reimplemented here: the caller passes xxhash.xxh3_64_intdigest and it
+ * is called once per event. The layouts are those of net_core/cortex/_meta.py:
+ * a 24-byte little-endian EventMeta header (dispatch u8, flags u8, pad u16,
+ * origin_hash u64, seq_or_ts u64, checksum u32) and a postcard tail; the v2
+ * checksum is the low 32 bits of XXH3-64 over the header with the checksum
+ * slot zeroed, then the tail.
+ */
+
+#define META_SIZE 24
+#define CHECKSUM_AT 20
+
+static inline uint64_t
+load_u64_le(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) {
+        v = (v << 8) | p[i];
+    }
+    return v;
+}
+
+static inline void
+store_u64_le(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++) {
+        p[i] = (unsigned char)(v >> (8 * i));
+    }
+}
+
+/* xxh3(obj) & 0xFFFFFFFF, or -1 with an exception set. */
+static int64_t
+call_checksum(PyObject *xxh3, PyObject *obj)
+{
+    PyObject *digest = PyObject_CallOneArg(xxh3, obj);
+    if (digest == NULL) {
+        return -1;
+    }
+    unsigned long long v = PyLong_AsUnsignedLongLongMask(digest);
+    Py_DECREF(digest);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+        return -1;
+    }
+    return (int64_t)(v & 0xFFFFFFFFu);
+}
+
+static int
+as_u64(PyObject *obj, const char *name, uint64_t maximum, uint64_t *out)
+{
+    if (!PyLong_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "%s must be an int", name);
+        return -1;
+    }
+    unsigned long long v = PyLong_AsUnsignedLongLong(obj);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            return -1;
+        }
+        PyErr_Clear();
+    }
+    else if (v <= maximum) {
+        *out = v;
+        return 0;
+    }
+    PyErr_Format(PyExc_ValueError, "%s must be in 0..=%llu, got %S", name,
+                 (unsigned long long)maximum, obj);
+    return -1;
+}
+
+PyDoc_STRVAR(seal_record_doc,
+             "seal_record(dispatch, flags, origin_hash, seq_or_ts, xxh3, fmt, *values)\n--\n\n"
+             "A complete CortEX payload in one call: the EventMeta header with a v2\n"
+             "checksum, then pack(fmt, *values) as the tail. xxh3 is\n"
+             "xxhash.xxh3_64_intdigest. Same errors as pack() for the values; a header\n"
+             "field out of range raises ValueError.");
+
+static PyObject *
+seal_record(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 6) {
+        PyErr_SetString(PyExc_TypeError,
+                        "seal_record() needs dispatch, flags, origin_hash, seq_or_ts, xxh3, fmt");
+        return NULL;
+    }
+    uint64_t dispatch, flags, origin, seq_or_ts;
+    if (as_u64(args[0], "dispatch", 0xFF, &dispatch) < 0 ||
+        as_u64(args[1], "flags", 0xFF, &flags) < 0 ||
+        as_u64(args[2], "origin_hash", U64_MAX, &origin) < 0 ||
+        as_u64(args[3], "seq_or_ts", U64_MAX, &seq_or_ts) < 0) {
+        return NULL;
+    }
+    PyObject *xxh3 = args[4];
+    PyObject *fmt = args[5];
+    if (!PyUnicode_Check(fmt)) {
+        raise_type_error("pack format must be a str, got %U", fmt);
+        return NULL;
+    }
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(fmt) < 0) {
+        return NULL;
+    }
+#endif
+    const Py_ssize_t n = PyUnicode_GET_LENGTH(fmt);
+    if (nargs - 6 != n) {
+        PyErr_Format(PyExc_TypeError, "pack format %R takes %zd values, got %zd", fmt, n,
+                     nargs - 6);
+        return NULL;
+    }
+    writer w;
+    writer_init(&w);
+    /* The header goes first with a zero checksum slot (the v2 input). */
+    unsigned char *head = w.data;
+    memset(head, 0, META_SIZE);
+    head[0] = (unsigned char)dispatch;
+    head[1] = (unsigned char)flags;
+    store_u64_le(head + 4, origin);
+    store_u64_le(head + 12, seq_or_ts);
+    w.len = META_SIZE;
+    PyObject *result = NULL;
+    if (pack_values(&w, fmt, args + 6, n) == 0) {
+        result = PyBytes_FromStringAndSize((const char *)w.data, w.len);
+    }
+    writer_release(&w);
+    if (result == NULL) {
+        return NULL;
+    }
+    const int64_t checksum = call_checksum(xxh3, result);
+    if (checksum < 0) {
+        Py_DECREF(result);
+        return NULL;
+    }
+    /* The bytes object is ours alone (refcount 1, never hashed): fill the slot. */
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
+    for (int i = 0; i < 4; i++) {
+        out[CHECKSUM_AT + i] = (unsigned char)((uint64_t)checksum >> (8 * i));
+    }
+    return result;
+}
+
+/* Build task_cls(id, title, status, created, updated) from new references
+ * (stolen, also on failure). */
+static PyObject *
+new_task(PyTypeObject *cls, PyObject *id, PyObject *title, PyObject *status, PyObject *created,
+         PyObject *updated)
+{
+    PyObject *task = cls->tp_alloc(cls, 5);
+    if (task == NULL) {
+        Py_DECREF(id);
+        Py_DECREF(title);
+        Py_DECREF(status);
+        Py_DECREF(created);
+        Py_DECREF(updated);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(task, 0, id);
+    PyTuple_SET_ITEM(task, 1, title);
+    PyTuple_SET_ITEM(task, 2, status);
+    PyTuple_SET_ITEM(task, 3, created);
+    PyTuple_SET_ITEM(task, 4, updated);
+    return task;
+}
+
+/*
+ * Fold one verified Tasks event into tasks. Returns 1 when applied, 0 when the
+ * event needs the Python path (malformed tail, unexpected record type; nothing
+ * was changed and no exception is left set), -1 on a real error.
+ */
+static int
+fold_one_task(PyObject *error, PyObject *tasks, PyTypeObject *task_cls, PyObject *pending,
+              PyObject *completed, unsigned int dispatch, const unsigned char *tail,
+              Py_ssize_t tail_len)
+{
+    reader r = {tail, tail_len, error};
+    Py_ssize_t pos = 0;
+    uint64_t id = 0, now = 0;
+    if (dispatch < 1 || dispatch > 4) {
+        return 1; /* an unknown dispatch is ignored: a successful apply */
+    }
+    if (read_varint(&r, &pos, U64_WIDTH, U64_MAX, "u64", &id) < 0) {
+        goto malformed;
+    }
+    PyObject *title = NULL;
+    if (dispatch == 1 || dispatch == 2) {
+        title = read_str(&r, &pos);
+        if (title == NULL) {
+            goto malformed;
+        }
+    }
+    if (dispatch != 4 && read_varint(&r, &pos, U64_WIDTH, U64_MAX, "u64", &now) < 0) {
+        Py_XDECREF(title);
+        goto malformed;
+    }
+    PyObject *key = PyLong_FromUnsignedLongLong(id);
+    if (key == NULL) {
+        Py_XDECREF(title);
+        return -1;
+    }
+    int rc = 1;
+    if (dispatch == 1) { /* CREATED: insert or fully reset */
+        PyObject *when = PyLong_FromUnsignedLongLong(now);
+        if (when == NULL) {
+            Py_DECREF(title);
+            Py_DECREF(key);
+            return -1;
+        }
+        PyObject *task = new_task(task_cls, Py_NewRef(key), title, Py_NewRef(pending),
+                                  Py_NewRef(when), when);
+        rc = task == NULL ? -1 : (PyDict_SetItem(tasks, key, task) < 0 ? -1 : 1);
+        Py_XDECREF(task);
+        Py_DECREF(key);
+        return rc;
+    }
+    PyObject *old = PyDict_GetItemWithError(tasks, key); /* borrowed */
+    if (old == NULL) {
+        Py_XDECREF(title);
+        Py_DECREF(key);
+        return PyErr_Occurred() ? -1 : 1; /* unknown id: a no-op */
+    }
+    if (Py_TYPE(old) != task_cls || PyTuple_GET_SIZE(old) != 5) {
+        Py_XDECREF(title);
+        Py_DECREF(key);
+        return 0; /* someone put something else in the state: let Python decide */
+    }
+    if (dispatch == 4) { /* DELETED */
+        rc = PyDict_DelItem(tasks, key) < 0 ? -1 : 1;
+        Py_DECREF(key);
+        return rc;
+    }
+    PyObject *when = PyLong_FromUnsignedLongLong(now);
+    if (when == NULL) {
+        Py_XDECREF(title);
+        Py_DECREF(key);
+        return -1;
+    }
+    Py_INCREF(old); /* SetItem below may drop the dict's reference */
+    PyObject *task;
+    if (dispatch == 2) { /* RENAMED: title + updated */
+        task = new_task(task_cls, Py_NewRef(key), title, Py_NewRef(PyTuple_GET_ITEM(old, 2)),
+                        Py_NewRef(PyTuple_GET_ITEM(old, 3)), when);
+    }
+    else { /* COMPLETED: status + updated */
+        task = new_task(task_cls, Py_NewRef(key), Py_NewRef(PyTuple_GET_ITEM(old, 1)),
+                        Py_NewRef(completed), Py_NewRef(PyTuple_GET_ITEM(old, 3)), when);
+    }
+    rc = task == NULL ? -1 : (PyDict_SetItem(tasks, key, task) < 0 ? -1 : 1);
+    Py_XDECREF(task);
+    Py_DECREF(old);
+    Py_DECREF(key);
+    return rc;
+malformed:
+    if (!PyErr_ExceptionMatches(error)) {
+        return -1;
+    }
+    PyErr_Clear();
+    return 0;
+}
+
+PyDoc_STRVAR(fold_tasks_doc,
+             "fold_tasks(items, start, tasks, origin_hash, app_seq, task_cls, pending,\n"
+             "           completed, xxh3)\n--\n\n"
+             "Fold items[start:] (tuples whose first two fields are seq and payload) into\n"
+             "the tasks dict for as long as every event is a well-formed v2 record, and\n"
+             "stop at the first one that is not (a v1 checksum, a bad checksum, a short\n"
+             "payload, a nonzero pad, a malformed tail): the Python fold handles that one\n"
+             "with the full rules and errors. Returns (index of the first event not\n"
+             "folded, new app_seq).");
+
+static PyObject *
+fold_tasks(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 9) {
+        PyErr_Format(PyExc_TypeError, "fold_tasks() takes 9 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    PyObject *items = args[0], *tasks = args[2], *task_cls = args[5];
+    PyObject *pending = args[6], *completed = args[7], *xxh3 = args[8];
+    if (!PyList_Check(items) || !PyDict_Check(tasks) || !PyType_Check(task_cls) ||
+        !PyType_IsSubtype((PyTypeObject *)task_cls, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "fold_tasks() needs a list, a dict and a tuple subclass");
+        return NULL;
+    }
+    Py_ssize_t start = PyLong_AsSsize_t(args[1]);
+    if (start == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    uint64_t own_origin, app_seq;
+    if (as_u64(args[3], "origin_hash", U64_MAX, &own_origin) < 0 ||
+        as_u64(args[4], "app_seq", U64_MAX, &app_seq) < 0) {
+        return NULL;
+    }
+    PyObject *error = get_state(module)->error_class;
+    if (error == NULL) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "net_core._pcstruct_c: set_error_class() has not been called");
+        return NULL;
+    }
+    Py_ssize_t i = start < 0 ? 0 : start;
+    for (; i < PyList_GET_SIZE(items); i++) {
+        PyObject *item = PyList_GET_ITEM(items, i);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) < 2 ||
+            !PyBytes_CheckExact(PyTuple_GET_ITEM(item, 1))) {
+            break;
+        }
+        PyObject *payload = PyTuple_GET_ITEM(item, 1);
+        const Py_ssize_t len = PyBytes_GET_SIZE(payload);
+        const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(payload);
+        if (len < META_SIZE || data[2] != 0 || data[3] != 0) {
+            break;
+        }
+        /* The v2 input: the payload with its checksum slot zeroed. */
+        PyObject *input = PyBytes_FromStringAndSize((const char *)data, len);
+        if (input == NULL) {
+            return NULL;
+        }
+        memset(PyBytes_AS_STRING(input) + CHECKSUM_AT, 0, 4);
+        const int64_t computed = call_checksum(xxh3, input);
+        Py_DECREF(input);
+        if (computed < 0) {
+            return NULL;
+        }
+        const uint32_t stored = (uint32_t)data[20] | (uint32_t)data[21] << 8 |
+                                (uint32_t)data[22] << 16 | (uint32_t)data[23] << 24;
+        if ((uint32_t)computed != stored) {
+            break;
+        }
+        /* The Python path could re-enter and mutate the list; nothing below runs
+         * Python code except dict operations on int keys, so the borrowed
+         * payload stays valid. */
+        Py_INCREF(payload);
+        const int rc = fold_one_task(error, tasks, (PyTypeObject *)task_cls, pending, completed,
+                                     data[0], data + META_SIZE, len - META_SIZE);
+        Py_DECREF(payload);
+        if (rc < 0) {
+            return NULL;
+        }
+        if (rc == 0) {
+            break;
+        }
+        const uint64_t origin = load_u64_le(data + 4);
+        const uint64_t counter = load_u64_le(data + 12);
+        if (origin == own_origin && counter >= app_seq && counter != U64_MAX) {
+            app_seq = counter + 1;
+        }
+    }
+    return Py_BuildValue("(nK)", i, (unsigned long long)app_seq);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -811,6 +1170,8 @@ static PyMethodDef pcstruct_methods[] = {
     {"pack", (PyCFunction)(void (*)(void))pack, METH_FASTCALL, pack_doc},
     {"set_error_class", set_error_class, METH_O, set_error_class_doc},
     {"make_record", (PyCFunction)(void (*)(void))make_record, METH_FASTCALL, make_record_doc},
+    {"seal_record", (PyCFunction)(void (*)(void))seal_record, METH_FASTCALL, seal_record_doc},
+    {"fold_tasks", (PyCFunction)(void (*)(void))fold_tasks, METH_FASTCALL, fold_tasks_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -157,6 +157,15 @@ class Fold(ABC, Generic[S]):
         """
         self.apply(CortexEvent(seq, dispatch, flags, origin_hash, seq_or_ts, tail), state)
 
+    #: Optional batch kernel: ``fold_batch(items, start, state) -> index``. It folds
+    #: ``items[start:]`` (tuples whose first two fields are seq and payload, seqs
+    #: increasing, none folded yet) for as long as every event is well formed *and*
+    #: applies successfully, and returns the index of the first event it did not fold;
+    #: the adapter handles that one with :meth:`apply_fields` and the full rules, then
+    #: calls the kernel again. Nothing may be changed for an event it does not fold.
+    #: ``None``: no kernel (the Tasks fold has one in C).
+    fold_batch: Callable[[list[Any], int, S], int] | None = None
+
     def encode_state(self, state: S) -> bytes:
         """Encode ``state`` for a snapshot (override to support snapshots)."""
         raise SnapshotUnsupportedError(f"fold {self.name!r} has no state codec")
@@ -319,6 +328,7 @@ class CortexAdapter(Generic[S]):
         self._cancel: anyio.CancelScope | None = None
         self.state_lock = threading.RLock()
         """Held while the fold mutates the state (a batch at a time)."""
+        self._fast_batch = fold.fold_batch
         self.snapshot_discarded: str | None = None
         """Why a snapshot given to :meth:`open_from_snapshot` was discarded (its format
         version is unknown to the fold) and the log replayed instead; ``None`` if not."""
@@ -485,6 +495,7 @@ class CortexAdapter(Generic[S]):
     def _fold_items(self, items: list[tuple[int, bytes, int, bool]]) -> bool:
         """Fold a batch; returns False when the fold halted."""
         apply = self._fold.apply_fields
+        fast = self._fast_batch
         state = self._state
         folded = self._folded
         applied = self._applied
@@ -496,10 +507,41 @@ class CortexAdapter(Generic[S]):
         unpack_header = _HEADER.unpack_from
         xxh3 = _xxh3
         zero4, mask32, meta_size = _ZERO4, _MASK32, _META_SIZE
+        i = 0
+        n = len(items)
+        while i < n and items[i][0] <= folded:
+            i += 1  # already folded (a tail re-attached after catching up)
         with self.state_lock:
-            for seq, payload, _ts, _inline in items:
-                if seq <= folded:
-                    continue  # already folded (a tail re-attached after catching up)
+            while i < n:
+                if fast is not None:
+                    # The fold's batch kernel takes every well-formed event it can and
+                    # stops at the first one that needs the full rules (below).
+                    try:
+                        j = fast(items, i, state)
+                    except Exception:
+                        _log.exception("cortex fold %r: batch kernel failed", self._fold.name)
+                        fast = self._fast_batch = None
+                        continue
+                    if j > i:
+                        first, last = items[i][0], items[j - 1][0]
+                        if intact:
+                            if first == applied + 1 and last - first == j - 1 - i:
+                                applied = last
+                            else:
+                                for k in range(i, j):
+                                    if items[k][0] != applied + 1:
+                                        intact = False  # a seq is missing from the log
+                                        break
+                                    applied += 1
+                        folded = last
+                        n_ok += j - i
+                        if ok is not None:
+                            ok.extend([items[k][0] for k in range(i, j)])
+                        i = j
+                        if i == n:
+                            break
+                seq, payload = items[i][0], items[i][1]
+                i += 1
                 try:
                     # open_raw() inlined for the common case (a v2 record); anything
                     # else takes the full path, which verifies v1/pad or raises.

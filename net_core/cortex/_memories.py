@@ -19,9 +19,10 @@ import threading
 import time
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
-from typing import Final, final
+from typing import Any, Final, final
 
 import attrs
+import xxhash
 
 from net_core.cortex._adapter import CortexAdapter, CortexAdapterConfig, CortexEvent, Fold
 from net_core.cortex._codec import (
@@ -39,7 +40,7 @@ from net_core.cortex._meta import (
     DISPATCH_MEMORY_UNPINNED,
     seal,
 )
-from net_core.cortex._pcstruct import make_record, pack, unpack_from
+from net_core.cortex._pcstruct import c_kernel, make_record, pack, unpack_from
 from net_core.cortex._query import Watch, check_bounds, order_and_limit, parse_order_by
 from net_core.cortex._snapshot import Snapshot
 from net_core.cortex._tasks import _file_config
@@ -50,6 +51,8 @@ __all__ = ["MEMORIES_CHANNEL", "MemoriesAdapter", "MemoriesFold", "MemoriesState
 
 MEMORIES_CHANNEL: Final = "cortex/memories"
 _U64_MAX: Final = 0xFFFF_FFFF_FFFF_FFFF
+_c_seal = c_kernel("seal_record")
+_xxh3 = xxhash.xxh3_64_intdigest
 
 
 @final
@@ -207,16 +210,28 @@ class MemoriesAdapter:
 
     # -- writes ----------------------------------------------------------------------
 
-    def _ingest(self, op: str, dispatch: int, tail: bytes) -> int:
+    def _ingest(self, op: str, dispatch: int, fmt: str, *values: Any) -> int:
         if self._adapter._closed:
             raise AdapterClosedError(op)
         state = self._state
         # The counter is taken under a lock so that writers on several threads never
-        # share a value; it is never rolled back (a failed append leaves a gap).
+        # share a value; it is never rolled back once the append was tried (a failed
+        # append leaves a gap, as in the reference).
         with self._counter_lock:
             counter = state.app_seq
             state.app_seq = counter + 1
-        return self._append(seal(dispatch, self.origin_hash, counter, tail))
+        try:
+            if _c_seal is not None:
+                payload = _c_seal(dispatch, 0, self.origin_hash, counter, _xxh3, fmt, *values)
+            else:
+                payload = seal(dispatch, self.origin_hash, counter, pack(fmt, *values))
+        except BaseException:
+            # Invalid arguments: give the counter back unless another writer took one.
+            with self._counter_lock:
+                if state.app_seq == counter + 1:
+                    state.app_seq = counter
+            raise
+        return self._append(payload)
 
     def store(
         self,
@@ -228,28 +243,28 @@ class MemoriesAdapter:
     ) -> int:
         """Store (or overwrite, keeping pinned and created_ns) a memory; returns the seq."""
         now = time.time_ns() if now_ns is None else now_ns
-        tail = pack("usSsu", memory_id, content, tuple(tags), source, now)
-        return self._ingest("store", DISPATCH_MEMORY_STORED, tail)
+        return self._ingest(
+            "store", DISPATCH_MEMORY_STORED, "usSsu", memory_id, content, tuple(tags), source, now
+        )
 
     def retag(self, memory_id: int, tags: Sequence[str], now_ns: int | None = None) -> int:
         """Replace a memory's tags (no-op if unknown); returns the seq."""
         now = time.time_ns() if now_ns is None else now_ns
-        tail = pack("uSu", memory_id, tuple(tags), now)
-        return self._ingest("retag", DISPATCH_MEMORY_RETAGGED, tail)
+        return self._ingest("retag", DISPATCH_MEMORY_RETAGGED, "uSu", memory_id, tuple(tags), now)
 
     def pin(self, memory_id: int, now_ns: int | None = None) -> int:
         """Pin a memory (no-op if unknown); returns the seq."""
         now = time.time_ns() if now_ns is None else now_ns
-        return self._ingest("pin", DISPATCH_MEMORY_PINNED, pack("uu", memory_id, now))
+        return self._ingest("pin", DISPATCH_MEMORY_PINNED, "uu", memory_id, now)
 
     def unpin(self, memory_id: int, now_ns: int | None = None) -> int:
         """Unpin a memory (no-op if unknown); returns the seq."""
         now = time.time_ns() if now_ns is None else now_ns
-        return self._ingest("unpin", DISPATCH_MEMORY_UNPINNED, pack("uu", memory_id, now))
+        return self._ingest("unpin", DISPATCH_MEMORY_UNPINNED, "uu", memory_id, now)
 
     def delete(self, memory_id: int) -> int:
         """Delete a memory (no-op if unknown); returns the seq."""
-        return self._ingest("delete", DISPATCH_MEMORY_DELETED, pack("u", memory_id))
+        return self._ingest("delete", DISPATCH_MEMORY_DELETED, "u", memory_id)
 
     # -- reads -----------------------------------------------------------------------
 

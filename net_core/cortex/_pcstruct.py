@@ -232,6 +232,15 @@ def py_make_record(cls: type[T], *items: Any) -> T:
     return tuple.__new__(cls, items)
 
 
+def c_kernel(name: str) -> Callable[..., Any] | None:
+    """A CortEX kernel of the C module (``fold_tasks``, ``seal_record``), or ``None``
+    when the module is not built; callers then use their Python path."""
+    if _c_module is None:
+        return None
+    kernel: Callable[..., Any] = getattr(_c_module, name)
+    return kernel
+
+
 unpack_from: Callable[..., tuple[Any, ...]]
 pack: Callable[..., bytes]
 make_record: Callable[..., Any]
@@ -239,12 +248,14 @@ make_record: Callable[..., Any]
 try:
     from net_core import _pcstruct_c  # type: ignore[attr-defined]
 except ImportError:  # no compiler at install time: the pure-Python twins
+    _c_module = None
     unpack_from = py_unpack_from
     pack = py_pack
     make_record = py_make_record
     IMPLEMENTATION: str = "python"
 else:
     _pcstruct_c.set_error_class(PostcardError)
+    _c_module = _pcstruct_c
     unpack_from = _pcstruct_c.unpack_from
     pack = _pcstruct_c.pack
     make_record = _pcstruct_c.make_record

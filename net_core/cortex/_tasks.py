@@ -20,9 +20,10 @@ import threading
 import time
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
-from typing import Final, final
+from typing import Any, Final, final
 
 import attrs
+import xxhash
 
 from net_core.cortex._adapter import CortexAdapter, CortexAdapterConfig, CortexEvent, Fold
 from net_core.cortex._codec import (
@@ -40,7 +41,7 @@ from net_core.cortex._meta import (
     DISPATCH_TASK_RENAMED,
     seal,
 )
-from net_core.cortex._pcstruct import make_record, pack, unpack_from
+from net_core.cortex._pcstruct import c_kernel, make_record, pack, unpack_from
 from net_core.cortex._query import Watch, check_bounds, order_and_limit, parse_order_by
 from net_core.cortex._snapshot import Snapshot
 from net_core.errors import DecodeError
@@ -50,6 +51,9 @@ __all__ = ["TASKS_CHANNEL", "TasksAdapter", "TasksFold", "TasksState"]
 
 TASKS_CHANNEL: Final = "cortex/tasks"
 _U64_MAX: Final = 0xFFFF_FFFF_FFFF_FFFF
+_c_fold_tasks = c_kernel("fold_tasks")
+_c_seal = c_kernel("seal_record")
+_xxh3 = xxhash.xxh3_64_intdigest
 _PENDING: Final = TaskStatus.PENDING
 _COMPLETED: Final = TaskStatus.COMPLETED
 
@@ -72,6 +76,8 @@ class TasksFold(Fold[TasksState]):
 
     def __init__(self, origin_hash: int) -> None:
         self.origin_hash = origin_hash
+        if _c_fold_tasks is not None:
+            self.fold_batch = self._fold_batch_c
 
     def apply(self, event: CortexEvent, state: TasksState) -> None:
         """Fold one event (see :meth:`apply_fields`)."""
@@ -118,6 +124,23 @@ class TasksFold(Fold[TasksState]):
         # app_seq discovery: never reuse a counter of our own origin found in the log.
         if origin_hash == self.origin_hash and state.app_seq <= seq_or_ts != _U64_MAX:
             state.app_seq = seq_or_ts + 1
+
+    def _fold_batch_c(self, items: list[Any], start: int, state: TasksState) -> int:
+        """The C batch kernel (see :attr:`Fold.fold_batch`)."""
+        assert _c_fold_tasks is not None  # only installed when the kernel exists
+        index: int
+        index, state.app_seq = _c_fold_tasks(
+            items,
+            start,
+            state.tasks,
+            self.origin_hash,
+            state.app_seq,
+            Task,
+            _PENDING,
+            _COMPLETED,
+            _xxh3,
+        )
+        return index
 
     def encode_state(self, state: TasksState) -> bytes:
         """The reference's snapshot bytes: ``{app_seq, inner: tasks map}``."""
@@ -205,35 +228,47 @@ class TasksAdapter:
 
     # -- writes ----------------------------------------------------------------------
 
-    def _ingest(self, op: str, dispatch: int, tail: bytes) -> int:
+    def _ingest(self, op: str, dispatch: int, fmt: str, *values: Any) -> int:
         if self._adapter._closed:
             raise AdapterClosedError(op)
         state = self._state
         # The counter is taken under a lock so that writers on several threads never
-        # share a value; it is never rolled back (a failed append leaves a gap).
+        # share a value; it is never rolled back once the append was tried (a failed
+        # append leaves a gap, as in the reference).
         with self._counter_lock:
             counter = state.app_seq
             state.app_seq = counter + 1
-        return self._append(seal(dispatch, self.origin_hash, counter, tail))
+        try:
+            if _c_seal is not None:
+                payload = _c_seal(dispatch, 0, self.origin_hash, counter, _xxh3, fmt, *values)
+            else:
+                payload = seal(dispatch, self.origin_hash, counter, pack(fmt, *values))
+        except BaseException:
+            # Invalid arguments: give the counter back unless another writer took one.
+            with self._counter_lock:
+                if state.app_seq == counter + 1:
+                    state.app_seq = counter
+            raise
+        return self._append(payload)
 
     def create(self, task_id: int, title: str, now_ns: int | None = None) -> int:
         """Create (or fully reset) a pending task; returns the RedEX seq."""
         now = time.time_ns() if now_ns is None else now_ns
-        return self._ingest("create", DISPATCH_TASK_CREATED, pack("usu", task_id, title, now))
+        return self._ingest("create", DISPATCH_TASK_CREATED, "usu", task_id, title, now)
 
     def rename(self, task_id: int, new_title: str, now_ns: int | None = None) -> int:
         """Rename a task (a no-op in the fold if it does not exist); returns the seq."""
         now = time.time_ns() if now_ns is None else now_ns
-        return self._ingest("rename", DISPATCH_TASK_RENAMED, pack("usu", task_id, new_title, now))
+        return self._ingest("rename", DISPATCH_TASK_RENAMED, "usu", task_id, new_title, now)
 
     def complete(self, task_id: int, now_ns: int | None = None) -> int:
         """Mark a task completed (a no-op if it does not exist); returns the seq."""
         now = time.time_ns() if now_ns is None else now_ns
-        return self._ingest("complete", DISPATCH_TASK_COMPLETED, pack("uu", task_id, now))
+        return self._ingest("complete", DISPATCH_TASK_COMPLETED, "uu", task_id, now)
 
     def delete(self, task_id: int) -> int:
         """Delete a task (a no-op if it does not exist); returns the seq."""
-        return self._ingest("delete", DISPATCH_TASK_DELETED, pack("u", task_id))
+        return self._ingest("delete", DISPATCH_TASK_DELETED, "u", task_id)
 
     # -- reads -----------------------------------------------------------------------
 
