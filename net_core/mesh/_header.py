@@ -187,53 +187,59 @@ class NetHeader:
 
     def encode(self) -> bytes:
         """Return the 64 wire bytes, after checking every field width and limit."""
-        self._check()
-        return _HEADER.pack(
-            self.magic,
-            self.version,
-            self.flags,
-            self.priority,
-            self.hop_ttl,
-            self.hop_count,
-            self.frag_flags,
-            self.subprotocol_id,
-            self.channel_hash,
-            self.nonce,
-            self.session_id,
-            self.stream_id,
-            self.sequence,
-            self.subnet_id,
-            self.origin_hash,
-            self.fragment_id,
-            self.fragment_offset,
-            self.payload_len,
-            self.event_count,
-        )
+        self._check_limits()
+        try:
+            return _HEADER.pack(
+                self.magic,
+                self.version,
+                self.flags,
+                self.priority,
+                self.hop_ttl,
+                self.hop_count,
+                self.frag_flags,
+                self.subprotocol_id,
+                self.channel_hash,
+                self.nonce,
+                self.session_id,
+                self.stream_id,
+                self.sequence,
+                self.subnet_id,
+                self.origin_hash,
+                self.fragment_id,
+                self.fragment_offset,
+                self.payload_len,
+                self.event_count,
+            )
+        except struct.error as exc:
+            raise self._width_error() from exc
 
     def aad(self) -> bytes:
         """Return the 52-byte AEAD associated data: the header without the nonce
         (bytes 12..24) and with ``hop_count`` (byte 6) forced to 0."""
-        self._check()
-        return _AAD.pack(
-            self.magic,
-            self.version,
-            self.flags,
-            self.priority,
-            self.hop_ttl,
-            0,
-            self.frag_flags,
-            self.subprotocol_id,
-            self.channel_hash,
-            self.session_id,
-            self.stream_id,
-            self.sequence,
-            self.subnet_id,
-            self.origin_hash,
-            self.fragment_id,
-            self.fragment_offset,
-            self.payload_len,
-            self.event_count,
-        )
+        self._check_limits()
+        try:
+            return _AAD.pack(
+                self.magic,
+                self.version,
+                self.flags,
+                self.priority,
+                self.hop_ttl,
+                0,
+                self.frag_flags,
+                self.subprotocol_id,
+                self.channel_hash,
+                self.session_id,
+                self.stream_id,
+                self.sequence,
+                self.subnet_id,
+                self.origin_hash,
+                self.fragment_id,
+                self.fragment_offset,
+                self.payload_len,
+                self.event_count,
+            )
+        except struct.error as exc:
+            raise self._width_error() from exc
 
     @classmethod
     def decode(cls, buf: bytes | bytearray | memoryview) -> NetHeader:
@@ -295,16 +301,8 @@ class NetHeader:
             event_count,
         )
 
-    def _check(self) -> None:
-        for name, limit in _WIDTHS:
-            value = getattr(self, name)
-            if not 0 <= value <= limit:
-                raise MeshEncodeError(f"net header field {name}={value} does not fit 0..{limit}")
-        if self.magic != MAGIC or self.version != VERSION:
-            raise MeshEncodeError(
-                f"net header magic/version must be {MAGIC:#06x}/{VERSION}, "
-                f"got {self.magic:#x}/{self.version}"
-            )
+    def _check_limits(self) -> None:
+        # struct catches out-of-range ints; these it would not (12s pads, limits are ours)
         if len(self.nonce) != NONCE_SIZE:
             raise MeshEncodeError(f"nonce must be {NONCE_SIZE} bytes, got {len(self.nonce)}")
         if self.payload_len > MAX_PAYLOAD_SIZE:
@@ -313,6 +311,18 @@ class NetHeader:
             raise MeshEncodeError(
                 f"event_count {self.event_count} exceeds {MAX_EVENTS_PER_PACKET} per packet"
             )
+        if self.magic != MAGIC or self.version != VERSION:
+            raise MeshEncodeError(
+                f"net header magic/version must be {MAGIC:#06x}/{VERSION}, "
+                f"got {self.magic:#x}/{self.version}"
+            )
+
+    def _width_error(self) -> MeshEncodeError:
+        for name, limit in _WIDTHS:
+            value = getattr(self, name)
+            if not isinstance(value, int) or not 0 <= value <= limit:
+                return MeshEncodeError(f"net header field {name}={value!r} does not fit 0..{limit}")
+        return MeshEncodeError("net header fields do not fit their widths")
 
 
 def split_packet(datagram: bytes | bytearray | memoryview) -> tuple[NetHeader, bytes]:

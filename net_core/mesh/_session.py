@@ -191,13 +191,15 @@ class MeshSession:
         which are filled here. Raises :class:`~net_core.mesh.MeshEncodeError` for a
         header that does not fit (no counter is consumed then).
         """
-        header = attrs.evolve(
-            header, session_id=self.session_id, payload_len=len(plaintext), nonce=bytes(12)
-        )
+        header = attrs.evolve(header, session_id=self.session_id, payload_len=len(plaintext))
+        return self._seal(header, plaintext)
+
+    def _seal(self, header: NetHeader, plaintext: bytes) -> bytes:
         aad = header.aad()  # validates before a counter is spent
         nonce = self._next_nonce()
         sealed = self._tx.encrypt(nonce, plaintext, aad)
-        return attrs.evolve(header, nonce=nonce).encode() + sealed
+        # The wire header is the AAD with hop_count restored and the nonce put back.
+        return b"".join((aad[:6], bytes((header.hop_count,)), aad[7:12], nonce, aad[12:], sealed))
 
     def seal_events(
         self,
@@ -221,12 +223,14 @@ class MeshSession:
             flags=PacketFlags.RELIABLE if reliable else PacketFlags.NONE,
             subprotocol_id=subprotocol_id,
             channel_hash=channel_hash,
+            session_id=self.keys.session_id,
             stream_id=stream_id,
             sequence=sequence,
             origin_hash=origin_hash,
+            payload_len=len(payload),
             event_count=len(events),
         )
-        return self.seal(header, payload)
+        return self._seal(header, payload)
 
     def heartbeat(self) -> bytes:
         """An 80-byte authenticated heartbeat (flag HEARTBEAT, empty plaintext)."""
