@@ -329,3 +329,34 @@ async def test_transaction_refused_at_queue_time_is_reported(redis_url: str) -> 
         assert result == [b"PONG"]
     finally:
         await conn.aclose()
+
+
+@pytest.mark.anyio
+async def test_cancelled_write_discards_its_connection(
+    redis_server_factory: RedisServerFactory,
+) -> None:
+    """The bus bounds each write by its own timeout; a write cancelled mid-flight must
+    not leave a half-read reply on a pooled connection."""
+    server = redis_server_factory()
+    b = RedisStorage(
+        RedisStorageConfig(url=server.url, prefix="c", command_timeout_ms=5000, max_connections=1)
+    )
+    await b.open()
+    batch = make_batch(0, 0, _payloads(20))
+    try:
+        server.command("CLIENT", "PAUSE", "400", "WRITE")
+        with anyio.move_on_after(0.1) as scope:
+            await b.write_batch(batch)
+        assert scope.cancelled_caught
+        await anyio.sleep(0.4)
+        # The only pooled connection was dropped: this read gets its own reply (the
+        # cancelled transaction either never ran or ran whole).
+        first = await b.read_shard(0, None, 100)
+        assert [e.raw for e in first.events] in ([], list(batch.events))
+        await b.write_batch(batch)
+        events = await read_all(b, 0)
+        assert [e.raw for e in RedisStreamDedup(100).filter(events)] == list(batch.events)
+        assert await b.health()
+    finally:
+        server.command("CLIENT", "UNPAUSE")
+        await b.close()
