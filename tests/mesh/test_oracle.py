@@ -9,6 +9,8 @@ sans-I/O state machines driven through a plain blocking UDP socket owned by the 
 * reference initiator (``connect``) -> our responder: its msg1 fails our responder with
   a different PSK (typed), is refused as a replay once answered, and our answer completes
   its ``connect``; then events both ways;
+* credit grants both ways: the reference's send window is refilled by our grant, ours by
+  the reference's;
 * a routed handshake from our initiator through a reference relay to a reference
   responder (msg1 carries our node id), then a routed event the responder delivers.
 
@@ -36,13 +38,17 @@ from net_core.mesh import (
     HandshakeReplayError,
     HandshakeReplayGuard,
     HandshakeResponder,
+    MeshBackpressureError,
     MeshSession,
     NetHeader,
     PacketFlags,
     RoutingHeader,
+    StreamReceiveWindow,
+    StreamSendWindow,
     StreamWindowGrant,
     Subprotocol,
     decode_handshake_packet,
+    packet_credit_cost,
     routing_id,
     split_routed,
     x25519_public_key,
@@ -292,3 +298,59 @@ def test_reference_drops_tampered_and_replayed_events(
     assert _poll_until(ref, 2) == [b'"one"', b'"three"']
     time.sleep(0.2)
     assert ref.poll(64) == []
+
+
+def test_credit_grants_both_ways(
+    make_mesh: Callable[..., Any], udp: socket.socket, psk: bytes
+) -> None:
+    ref = make_mesh()
+    our_id = 0xFEED_FACE_1234_5678
+    static = os.urandom(32)
+    our_addr = _fmt(udp.getsockname())
+    thread, out = _in_thread(lambda: ref.connect(our_addr, x25519_public_key(static).hex(), our_id))
+    msg1, src = udp.recvfrom(9000)
+    responder = HandshakeResponder(local_node_id=our_id, static_private=static, psk=psk)
+    answer = responder.respond_packet(msg1, peer_node_id=ref.node_id)
+    udp.sendto(answer.packet(), src)
+    thread.join(10)
+    assert "error" not in out
+    ref.start()
+    session = MeshSession(answer.result.keys)
+
+    # The reference sends under a 300-byte window: one 100-byte event (184 bytes of
+    # credit) passes, the second is backpressured until OUR grant arrives.
+    stream = ref.open_stream(our_id, 5, window_bytes=300)
+    ref.send_on_stream(stream, [bytes(100)])
+    with pytest.raises(net.BackpressureError):
+        ref.send_on_stream(stream, [bytes(100)])
+    data = _recv_packet(udp, lambda d: _is_net(d) and len(d) == 64 + 104 + 16)
+    opened = session.open(data)
+    assert (opened.header.stream_id, opened.header.sequence) == (5, 0)
+    receive = StreamReceiveWindow(5, window_bytes=300)
+    grant = receive.on_packet(packet_credit_cost(opened.events()))
+    assert grant == StreamWindowGrant(5, 184)
+    udp.sendto(session.grant(grant.stream_id, grant.total_consumed), src)
+    deadline = time.monotonic() + 5
+    while ref.stream_stats(our_id, 5).credit_grants_received < 1:
+        assert time.monotonic() < deadline, "the reference never applied our grant"
+        time.sleep(0.02)
+    assert ref.stream_stats(our_id, 5).tx_credit_remaining == 300
+    ref.send_on_stream(stream, [bytes(100)])  # credit restored
+
+    # And the other way: our send window, refilled by the reference's grant.
+    window = StreamSendWindow(300)
+    events = [bytes(100)]
+    cost = packet_credit_cost(events)
+    window.acquire(cost)
+    udp.sendto(session.seal_events(9, 0, events), src)
+    window.commit(cost)
+    with pytest.raises(MeshBackpressureError):
+        window.acquire(cost)
+    reply = _recv_packet(
+        udp, lambda d: _is_net(d) and len(d) == 100 and not d[3] & PacketFlags.HEARTBEAT
+    )
+    (event,) = session.open(reply).events()
+    ref_grant = StreamWindowGrant.decode(event)
+    assert ref_grant == StreamWindowGrant(9, cost)
+    assert window.apply_grant(ref_grant.total_consumed) == cost
+    assert window.remaining == 300
