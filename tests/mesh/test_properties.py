@@ -33,6 +33,7 @@ from net_core.mesh import (
     HandshakeAuthError,
     HandshakeError,
     HandshakeInitiator,
+    HandshakePhase,
     HandshakeReplayError,
     HandshakeReplayGuard,
     HandshakeResponder,
@@ -41,6 +42,8 @@ from net_core.mesh import (
     NackPayload,
     NatKeepalive,
     NetHeader,
+    NoiseInitiator,
+    NoiseResponder,
     PacketAuthError,
     PacketReplayError,
     PeerHealth,
@@ -466,3 +469,61 @@ class SendWindowMachine(RuleBasedStateMachine):
 
 
 TestSendWindowMachine = SendWindowMachine.TestCase
+
+
+class HandshakeMachine(RuleBasedStateMachine):
+    """NKpsk0 steps called in any order, with any message possibly tampered: every call
+    either advances the machine or raises a typed error, and two machines that both
+    complete agree on the session."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.init = NoiseInitiator(responder_static=STATIC_PUB, psk=PSK)
+        self.resp = NoiseResponder(static_private=STATIC, psk=PSK)
+        self.msg1: bytes | None = None
+        self.msg2: bytes | None = None
+        self.tampered = False
+
+    def _call(self, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except HANDSHAKE_FAILURES:
+            return None
+
+    @rule()
+    def write_msg1(self) -> None:
+        self.msg1 = self._call(self.init.write_message1) or self.msg1
+
+    @rule(flip=st.none() | st.tuples(st.integers(0, 47), st.integers(1, 255)))
+    def read_msg1(self, flip: tuple[int, int] | None) -> None:
+        message = bytearray(self.msg1 if self.msg1 is not None else bytes(48))
+        if flip is not None and flip[0] < len(message):
+            message[flip[0]] ^= flip[1]
+            self.tampered = True
+        self._call(self.resp.read_message1, bytes(message))
+
+    @rule()
+    def write_msg2(self) -> None:
+        self.msg2 = self._call(self.resp.write_message2) or self.msg2
+
+    @rule(flip=st.none() | st.tuples(st.integers(0, 47), st.integers(1, 255)))
+    def read_msg2(self, flip: tuple[int, int] | None) -> None:
+        message = bytearray(self.msg2 if self.msg2 is not None else bytes(48))
+        if flip is not None and flip[0] < len(message):
+            message[flip[0]] ^= flip[1]
+            self.tampered = True
+        self._call(self.init.read_message2, bytes(message))
+
+    @invariant()
+    def agree_when_complete(self) -> None:
+        done = (self.init.phase, self.resp.phase) == (
+            HandshakePhase.COMPLETE,
+            HandshakePhase.COMPLETE,
+        )
+        if done:
+            assert self.init.handshake_hash == self.resp.handshake_hash
+        if HandshakePhase.FAILED in (self.init.phase, self.resp.phase):
+            assert self.tampered or self.msg1 is None or self.msg2 is None
+
+
+TestHandshakeMachine = HandshakeMachine.TestCase
