@@ -136,7 +136,8 @@ class _Connection:
             err = NatsConnectionLost(f"NATS connection lost: {why}")
             err.__cause__ = cause
             self.error = err
-            log.warning("NATS connection to %s broken: %s", self.info.get("host", "?"), why)
+            if cause is not None or not why.startswith("closed by the client"):
+                log.warning("NATS connection to %s broken: %s", self.info.get("host", "?"), why)
             for waiter in self.waiters.values():
                 waiter.error = err
                 waiter.wake()
