@@ -15,12 +15,11 @@ from typing import Any
 import anyio
 import pytest
 
+from net_adapter_jetstream import JetStreamStorage, JetStreamStorageConfig
 from net_core.bus import BatchConfig, Bus, BusConfig, StorageConfig, StoredEvent
 from net_core.testing.pytest_plugin import NatsServerFactory
 from net_core.testing.services import NatsServer
 from net_core.testing.storage_conformance import make_batch, read_all
-
-from net_adapter_jetstream import JetStreamStorage, JetStreamStorageConfig
 
 SHARDS = 3
 
@@ -91,9 +90,7 @@ async def test_restart_mid_ingest_loses_nothing_delivered_and_duplicates_nothing
     server = nats_server_factory()
     total = 3000
     async with Bus.open(_config(server.url, nats_prefix, retries=40)) as bus:
-        await _ingest_through_outage(
-            server, bus, total, outage=outage, down_s=0.5, restart=True
-        )
+        await _ingest_through_outage(server, bus, total, outage=outage, down_s=0.5, restart=True)
         await bus.flush()
         stats = await bus.shutdown()
     assert stats.events_ingested == total
