@@ -76,24 +76,27 @@ def decode_events(payload: Payload, event_count: int) -> list[bytes]:
             f"event_count {event_count} cannot fit in a {size}-byte payload "
             f"({FRAME_PREFIX_SIZE} bytes of length prefix each)"
         )
-    view = memoryview(payload)
+    data = payload if isinstance(payload, bytes) else bytes(payload)
     unpack_from = _LEN.unpack_from
     events: list[bytes] = []
+    append = events.append
     pos = 0
-    for index in range(event_count):
-        if pos + FRAME_PREFIX_SIZE > size:
-            raise FrameDecodeError(
-                f"frame {index} of {event_count}: length prefix runs past the payload end"
-            )
-        (length,) = unpack_from(view, pos)
-        pos += FRAME_PREFIX_SIZE
-        end = pos + length
-        if end > size:
-            raise FrameDecodeError(
-                f"frame {index} of {event_count}: {length} bytes declared, {size - pos} left"
-            )
-        events.append(bytes(view[pos:end]))
-        pos = end
+    index = 0
+    try:
+        for index in range(event_count):
+            (length,) = unpack_from(data, pos)
+            pos += FRAME_PREFIX_SIZE
+            end = pos + length
+            if end > size:
+                raise FrameDecodeError(
+                    f"frame {index} of {event_count}: {length} bytes declared, {size - pos} left"
+                )
+            append(data[pos:end])
+            pos = end
+    except struct.error as exc:
+        raise FrameDecodeError(
+            f"frame {index} of {event_count}: length prefix runs past the payload end"
+        ) from exc
     if pos != size:
         raise FrameDecodeError(f"{size - pos} trailing bytes after {event_count} frames")
     return events

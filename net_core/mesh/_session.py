@@ -261,10 +261,18 @@ class MeshSession:
         changes unless the packet is accepted.
         """
         header, body = split_packet(datagram)
-        return self.open_parts(header, body)
+        raw = bytes(datagram[:64])
+        # the AAD straight from the validated wire bytes: no re-packing per packet
+        return self.open_parts(header, body, aad=raw[:6] + b"\x00" + raw[7:12] + raw[24:])
 
-    def open_parts(self, header: NetHeader, body: bytes) -> OpenedPacket:
-        """:meth:`open` for a packet already split (e.g. the inner packet of a routed one)."""
+    def open_parts(
+        self, header: NetHeader, body: bytes, *, aad: bytes | None = None
+    ) -> OpenedPacket:
+        """:meth:`open` for a packet already split (e.g. the inner packet of a routed one).
+
+        ``aad`` may pass the 52 associated-data bytes when the caller has the raw header;
+        otherwise they are rebuilt from ``header``.
+        """
         if header.is_handshake:
             raise PacketDecodeError("a handshake packet cannot be opened by a session")
         if header.session_id != self.session_id:
@@ -279,7 +287,7 @@ class MeshSession:
         if not self.replay.is_valid(counter):
             raise PacketReplayError(counter)
         try:
-            plaintext = self._rx.decrypt(header.nonce, body, header.aad())
+            plaintext = self._rx.decrypt(header.nonce, body, aad or header.aad())
         except InvalidTag as exc:
             raise PacketAuthError("packet failed authentication") from exc
         if not self.replay.commit(counter):
