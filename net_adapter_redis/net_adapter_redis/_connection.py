@@ -7,7 +7,9 @@ anything goes wrong in between (an I/O error, a protocol error, a timeout, a
 cancellation) the connection no longer knows where the reply stream stands, so it marks
 itself *broken*; the pool closes broken connections instead of reusing them, and the
 next request dials a new one. That is the whole reconnect logic: a lost connection costs
-the requests that were on it and nothing else.
+the requests that were on it and nothing else. A connection idle for more than
+:data:`IDLE_CHECK_S` is asked for a ``PING`` before it is reused, so one that a server
+timeout or a middlebox dropped while idle is replaced instead of failing a real command.
 
 :class:`ConnectionPool` hands out at most ``max_connections`` connections, each to one
 task at a time, so several shards' batches can be in flight together (the server works
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import ssl
+import time
 import urllib.parse
 from collections.abc import AsyncIterator
 from typing import Any, Final, final
@@ -30,11 +33,13 @@ import anyio.abc
 import attrs
 
 from net_adapter_redis._resp import ReplyReader, ServerError, encode_command
-from net_core.errors import ConfigError
+from net_core.errors import ConfigError, DecodeError
 
-__all__ = ["ConnectionPool", "RedisAddress", "RedisConnection"]
+__all__ = ["IDLE_CHECK_S", "ConnectionPool", "RedisAddress", "RedisConnection"]
 
 _RECEIVE_SIZE: Final = 1 << 18
+#: A connection idle longer than this (seconds) is checked with a PING before reuse.
+IDLE_CHECK_S: Final = 10.0
 _SCHEMES: Final = ("redis", "rediss", "unix")
 
 
@@ -126,12 +131,13 @@ def _accepted_prefix(queued: int) -> bytes:
 class RedisConnection:
     """One connection: a byte stream plus a reply parser (see the module docstring)."""
 
-    __slots__ = ("_reader", "_stream", "broken")
+    __slots__ = ("_reader", "_stream", "broken", "last_used")
 
     def __init__(self, stream: anyio.abc.ByteStream) -> None:
         self._stream = stream
         self._reader = ReplyReader()
         self.broken = False
+        self.last_used = time.monotonic()
 
     @classmethod
     async def connect(cls, address: RedisAddress) -> RedisConnection:
@@ -282,6 +288,8 @@ class ConnectionPool:
             self._limit = anyio.Semaphore(self._limit_size)
         async with self._limit:
             conn = self._idle.pop() if self._idle else None
+            if conn is not None and time.monotonic() - conn.last_used > IDLE_CHECK_S:
+                conn = await self._still_alive(conn)
             if conn is None:
                 with anyio.fail_after(self._connect_timeout):
                     conn = await RedisConnection.connect(self._address)
@@ -293,7 +301,22 @@ class ConnectionPool:
                     with anyio.CancelScope(shield=True):
                         await conn.aclose()
                 else:
+                    conn.last_used = time.monotonic()
                     self._idle.append(conn)
+
+    async def _still_alive(self, conn: RedisConnection) -> RedisConnection | None:
+        """``conn`` if it answers a PING, else ``None`` (and it is closed): a server or a
+        middlebox may have dropped a long-idle connection, and finding that out with a
+        real command would fail the command."""
+        try:
+            with anyio.fail_after(self._connect_timeout):
+                if await conn.command("PING") == b"PONG":
+                    return conn
+        except (OSError, anyio.BrokenResourceError, anyio.EndOfStream, DecodeError, TimeoutError):
+            pass
+        with anyio.CancelScope(shield=True):
+            await conn.aclose()
+        return None
 
     async def aclose(self) -> None:
         """Close every idle connection; busy ones are closed when they are handed back."""

@@ -15,6 +15,7 @@ from net_adapter_redis._entry import check_exec_reply
 from net_adapter_redis._resp import ServerError, encode_command
 
 from net_adapter_redis import RedisStorage, RedisStorageConfig, RedisStreamDedup
+from net_adapter_redis import _connection as connection_module
 from net_adapter_redis import _storage as storage_module
 from net_core.errors import FatalAdapterError, TransientAdapterError
 from net_core.testing.pytest_plugin import RedisServerFactory
@@ -360,3 +361,19 @@ async def test_cancelled_write_discards_its_connection(
     finally:
         server.command("CLIENT", "UNPAUSE")
         await b.close()
+
+
+@pytest.mark.anyio
+async def test_an_idle_connection_dropped_by_the_server_is_replaced(
+    backend: RedisStorage, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(connection_module, "IDLE_CHECK_S", 0.0)
+    await backend.write_batch(make_batch(0, 0, _payloads(1)))
+    pool = backend._pool
+    assert pool is not None
+    before = pool.opened
+    # The server drops every client of this backend (as its `timeout` setting would).
+    redis_server.command("CLIENT", "KILL", "TYPE", "normal")
+    await backend.write_batch(make_batch(0, 1, _payloads(1, "x")))
+    assert pool.opened == before + 1
+    assert [e.raw for e in await read_all(backend, 0)] == [*_payloads(1), *_payloads(1, "x")]
