@@ -499,7 +499,7 @@ class JetStreamStorage(StorageBackend):
         fetch = limit + 1  # one more than asked: tells whether more follow
         read = self._read_batched if self._mode == "batch" else self._read_pipelined
 
-        async def attempt() -> list[StoredEvent]:
+        async def attempt() -> list[Msg]:
             if not await self._known_stream(shard_id):
                 return []
             try:
@@ -509,11 +509,24 @@ class JetStreamStorage(StorageBackend):
                 self._streams.discard(shard_id)
                 raise
 
-        out = await self._retrying(attempt)
-        has_more = len(out) > limit
-        if has_more:
-            del out[limit:]
+        found = await self._retrying(attempt)
+        # Only what is returned is decoded: the extra message says "more follow" and is
+        # read (and judged) by the next page.
+        has_more = len(found) > limit
+        out = [self._decode(msg, shard_id) for msg in found[:limit]]
         return ShardPollResult(out, out[-1].id if out else None, has_more)
+
+    def _seq(self, msg: Msg, shard_id: int) -> int:
+        """The stream sequence of a direct-get reply (from its ``Nats-Sequence``)."""
+        header = msg.header or b""
+        at = header.find(b"Nats-Sequence: ")
+        end = header.find(b"\r", at) if at >= 0 else -1
+        raw = header[at + 15 : end] if end > at else b""
+        if not raw.isdigit() or len(raw) > 20:
+            raise FatalAdapterError(
+                f"stream {self.stream_name(shard_id)}: a reply lacks a valid Nats-Sequence"
+            )
+        return int(raw)
 
     def _decode(self, msg: Msg, shard_id: int) -> StoredEvent:
         try:
@@ -530,9 +543,9 @@ class JetStreamStorage(StorageBackend):
                 f"stream {self.stream_name(shard_id)} does not answer (no responders)"
             )
 
-    async def _read_batched(self, shard_id: int, start: int, fetch: int) -> list[StoredEvent]:
+    async def _read_batched(self, shard_id: int, start: int, fetch: int) -> list[Msg]:
         api = f"$JS.API.DIRECT.GET.{self.stream_name(shard_id)}"
-        out: list[StoredEvent] = []
+        out: list[Msg] = []
         seq = start
         while len(out) < fetch:
             want = min(fetch - len(out), self.config.read_batch)
@@ -549,8 +562,7 @@ class JetStreamStorage(StorageBackend):
                     "the server ignored the batched direct get (nats-server < 2.11?); "
                     "set read_mode to 'pipelined'"
                 )
-            for msg in replies[:-1]:
-                out.append(self._decode(msg, shard_id))
+            out.extend(replies[:-1])
             if status == 404:
                 break
             if status == 503:
@@ -562,13 +574,13 @@ class JetStreamStorage(StorageBackend):
                 )
             if _pending(last) == 0 or len(replies) == 1:
                 break
-            seq = int(out[-1].id) + 1
+            seq = self._seq(out[-1], shard_id) + 1
         return out
 
-    async def _read_pipelined(self, shard_id: int, start: int, fetch: int) -> list[StoredEvent]:
+    async def _read_pipelined(self, shard_id: int, start: int, fetch: int) -> list[Msg]:
         api = f"$JS.API.DIRECT.GET.{self.stream_name(shard_id)}"
         subject = self.subject(shard_id)
-        out: list[StoredEvent] = []
+        out: list[Msg] = []
         last_seq = start - 1
         want = 1  # the first round is a single probe: an empty tail costs one request
         while len(out) < fetch:
@@ -591,10 +603,9 @@ class JetStreamStorage(StorageBackend):
                     continue
                 if status is not None:
                     raise TransientAdapterError(f"pipelined read of {api}: status {status}")
-                event = self._decode(msg, shard_id)
-                seq = int(event.id)
+                seq = self._seq(msg, shard_id)
                 if seq > last_seq:
-                    out.append(event)
+                    out.append(msg)
                     last_seq = seq
                     if len(out) >= fetch:
                         break
