@@ -23,3 +23,8 @@ def test_tiny_run_reports_every_scenario(redis_url: str, monkeypatch: pytest.Mon
         assert result.value > 0
     assert report.meta["server_source"] == URL_ENV
     assert report.meta["event_bytes"] == 64
+    assert "redis-py" in report.meta["ingest_to_store_vs_raw_reference"]
+    raw = report.results[1]
+    assert raw.reference is not None
+    assert raw.reference > 0
+    assert set(report.meta["spread"]) == set(names)
