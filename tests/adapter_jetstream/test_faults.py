@@ -147,3 +147,23 @@ async def test_backend_reconnects_after_restart_without_caller_retry(
         assert got == [b"before", b"after"]
     finally:
         await backend.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("outage", ["stop", "kill"])
+async def test_dedup_window_survives_a_server_restart(
+    nats_server_factory: NatsServerFactory, nats_prefix: str, outage: str
+) -> None:
+    """A batch stored before the restart and retried after it is not stored twice."""
+    server = nats_server_factory()
+    batch = make_batch(0, 0, [b"a", b"b", b"c"])
+    backend = JetStreamStorage(JetStreamStorageConfig(url=server.url, prefix=nats_prefix))
+    await backend.open()
+    try:
+        await backend.write_batch(batch)
+        await anyio.to_thread.run_sync(server.kill if outage == "kill" else server.stop)
+        await anyio.to_thread.run_sync(server.restart)
+        await backend.write_batch(batch)
+        assert [e.raw for e in await read_all(backend, 0)] == [b"a", b"b", b"c"]
+    finally:
+        await backend.close()
