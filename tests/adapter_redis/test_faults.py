@@ -22,7 +22,7 @@ import orjson
 import pytest
 
 from net_adapter_redis import RedisStorage, RedisStorageConfig, RedisStreamDedup
-from net_core.bus import Batch, BatchConfig, Bus, BusConfig, StoredEvent
+from net_core.bus import Batch, BatchConfig, Bus, BusConfig, StorageConfig, StoredEvent
 from net_core.testing.pytest_plugin import RedisServerFactory
 from net_core.testing.services import RedisServer
 from net_core.testing.storage_conformance import read_all
@@ -173,3 +173,26 @@ async def test_crash_without_retries_reports_what_was_dropped(
     # although counted as dropped; never the other way round.
     assert stats.events_dispatched <= len(unique) <= accepted
     assert Counter(unique.values()).most_common(1)[0][1] == 1
+
+
+@pytest.mark.anyio
+async def test_a_refused_batch_is_reported_as_rejected(
+    redis_url: str, redis_server: RedisServer, redis_prefix: str
+) -> None:
+    """A server error no retry can fix (the shard's key holds a string) drops that
+    shard's batches as ``adapter_rejected``; the other shard is stored."""
+    redis_server.command("SET", f"{redis_prefix}:shard:1", "not a stream")
+    config = BusConfig(
+        shards=2,
+        retries=3,
+        storage=StorageConfig("redis", {"url": redis_url, "prefix": redis_prefix}),
+    )
+    async with Bus.open(config) as bus:
+        accepted = [bus.ingest({"i": i}) for i in range(200)]
+        await bus.flush()
+    stats = bus.stats()
+    on_one = accepted.count(1)
+    assert 0 < on_one < 200
+    assert stats.dropped["adapter_rejected"] == on_one
+    assert stats.events_dispatched == 200 - on_one
+    assert stats.shutdown_was_lossy
