@@ -192,9 +192,12 @@ class RedisStorage(StorageBackend):
                 max_connections=self.config.max_connections,
                 connect_timeout=self.config.connect_timeout_ms / 1000,
             )
-        reply = await self._call(encode_command("PING"), 1, "PING")
-        if reply[0] != b"PONG":
-            raise FatalAdapterError(f"redis backend: PING answered {reply[0]!r}")
+        (reply,) = await self._call(encode_command("PING"), 1, "PING")
+        if isinstance(reply, ServerError):
+            # NOAUTH is fatal; LOADING (a restarting server replaying its AOF) transient
+            raise _server_error("PING", reply)
+        if reply != b"PONG":
+            raise FatalAdapterError(f"redis backend: PING answered {reply!r:.80}")
         global _warned_duplicates  # noqa: PLW0603 - once per process, like the reference
         if self.config.warn_duplicates and not _warned_duplicates:
             _warned_duplicates = True
