@@ -98,6 +98,31 @@ get_byte_view(PyObject *obj, Py_buffer *view, const char *format)
     return rc;
 }
 
+/*
+ * Records hold ints, strs, tuples of str and enum singletons: they can never be part
+ * of a reference cycle, so there is nothing for the cycle collector to find in them.
+ * Left tracked, every one of them is scanned by each full collection, which doubled
+ * the cost of folding a large state. A record is untracked only when none of its
+ * items is itself tracked (except the given singletons, which never refer back).
+ */
+static void
+untrack_if_atomic(PyObject *record, PyObject *singleton_a, PyObject *singleton_b)
+{
+    const Py_ssize_t n = PyTuple_GET_SIZE(record);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(record, i);
+        if (item == NULL || item == singleton_a || item == singleton_b) {
+            continue;
+        }
+        if (PyObject_IS_GC(item) && PyObject_GC_IsTracked(item)) {
+            return;
+        }
+    }
+    if (PyObject_GC_IsTracked(record)) {
+        PyObject_GC_UnTrack(record);
+    }
+}
+
 /* ------------------------------------------------------------------------ */
 /* Decoding                                                                  */
 
@@ -269,6 +294,7 @@ read_str_seq(const reader *r, Py_ssize_t *pos)
         }
         PyTuple_SET_ITEM(items, k, text);
     }
+    untrack_if_atomic(items, NULL, NULL); /* strs only: what the collector would do */
     return items;
 }
 
@@ -910,7 +936,7 @@ seal_record(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs
  * (stolen, also on failure). */
 static PyObject *
 new_task(PyTypeObject *cls, PyObject *id, PyObject *title, PyObject *status, PyObject *created,
-         PyObject *updated)
+         PyObject *updated, PyObject *pending_singleton, PyObject *completed_singleton)
 {
     PyObject *task = cls->tp_alloc(cls, 5);
     if (task == NULL) {
@@ -926,6 +952,7 @@ new_task(PyTypeObject *cls, PyObject *id, PyObject *title, PyObject *status, PyO
     PyTuple_SET_ITEM(task, 2, status);
     PyTuple_SET_ITEM(task, 3, created);
     PyTuple_SET_ITEM(task, 4, updated);
+    untrack_if_atomic(task, pending_singleton, completed_singleton);
     return task;
 }
 
@@ -973,7 +1000,7 @@ fold_one_task(PyObject *error, PyObject *tasks, PyTypeObject *task_cls, PyObject
             return -1;
         }
         PyObject *task = new_task(task_cls, Py_NewRef(key), title, Py_NewRef(pending),
-                                  Py_NewRef(when), when);
+                                  Py_NewRef(when), when, pending, completed);
         rc = task == NULL ? -1 : (PyDict_SetItem(tasks, key, task) < 0 ? -1 : 1);
         Py_XDECREF(task);
         Py_DECREF(key);
@@ -1005,11 +1032,12 @@ fold_one_task(PyObject *error, PyObject *tasks, PyTypeObject *task_cls, PyObject
     PyObject *task;
     if (dispatch == 2) { /* RENAMED: title + updated */
         task = new_task(task_cls, Py_NewRef(key), title, Py_NewRef(PyTuple_GET_ITEM(old, 2)),
-                        Py_NewRef(PyTuple_GET_ITEM(old, 3)), when);
+                        Py_NewRef(PyTuple_GET_ITEM(old, 3)), when, pending, completed);
     }
     else { /* COMPLETED: status + updated */
         task = new_task(task_cls, Py_NewRef(key), Py_NewRef(PyTuple_GET_ITEM(old, 1)),
-                        Py_NewRef(completed), Py_NewRef(PyTuple_GET_ITEM(old, 3)), when);
+                        Py_NewRef(completed), Py_NewRef(PyTuple_GET_ITEM(old, 3)), when, pending,
+                        completed);
     }
     rc = task == NULL ? -1 : (PyDict_SetItem(tasks, key, task) < 0 ? -1 : 1);
     Py_XDECREF(task);
@@ -1025,9 +1053,9 @@ malformed:
 }
 
 PyDoc_STRVAR(fold_tasks_doc,
-             "fold_tasks(items, start, tasks, origin_hash, app_seq, task_cls, pending,\n"
+             "fold_tasks(payloads, start, tasks, origin_hash, app_seq, task_cls, pending,\n"
              "           completed, xxh3)\n--\n\n"
-             "Fold items[start:] (tuples whose first two fields are seq and payload) into\n"
+             "Fold payloads[start:] (a list of bytes, in seq order) into\n"
              "the tasks dict for as long as every event is a well-formed v2 record, and\n"
              "stop at the first one that is not (a v1 checksum, a bad checksum, a short\n"
              "payload, a nonzero pad, a malformed tail): the Python fold handles that one\n"
@@ -1066,12 +1094,10 @@ fold_tasks(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     Py_ssize_t i = start < 0 ? 0 : start;
     for (; i < PyList_GET_SIZE(items); i++) {
-        PyObject *item = PyList_GET_ITEM(items, i);
-        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) < 2 ||
-            !PyBytes_CheckExact(PyTuple_GET_ITEM(item, 1))) {
+        PyObject *payload = PyList_GET_ITEM(items, i);
+        if (!PyBytes_CheckExact(payload)) {
             break;
         }
-        PyObject *payload = PyTuple_GET_ITEM(item, 1);
         const Py_ssize_t len = PyBytes_GET_SIZE(payload);
         const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(payload);
         if (len < META_SIZE || data[2] != 0 || data[3] != 0) {
@@ -1161,6 +1187,7 @@ make_record(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs
     for (Py_ssize_t i = 0; i < n; i++) {
         PyTuple_SET_ITEM(obj, i, Py_NewRef(args[i + 1]));
     }
+    untrack_if_atomic(obj, NULL, NULL);
     return obj;
 }
 

@@ -45,7 +45,7 @@ import logging
 import threading
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar, Final, Generic, NamedTuple, TypeVar, final
 
@@ -66,8 +66,8 @@ from net_core.cortex._errors import (
 from net_core.cortex._meta import _HEADER, EVENT_META_SIZE, open_raw, seal
 from net_core.cortex._snapshot import Snapshot
 from net_core.errors import DecodeError
-from net_core.redex._errors import LaggedError
 from net_core.redex._file import RedexFile
+from net_core.redex._tail import AppendWatcher
 
 __all__ = [
     "Change",
@@ -157,14 +157,14 @@ class Fold(ABC, Generic[S]):
         """
         self.apply(CortexEvent(seq, dispatch, flags, origin_hash, seq_or_ts, tail), state)
 
-    #: Optional batch kernel: ``fold_batch(items, start, state) -> index``. It folds
-    #: ``items[start:]`` (tuples whose first two fields are seq and payload, seqs
-    #: increasing, none folded yet) for as long as every event is well formed *and*
-    #: applies successfully, and returns the index of the first event it did not fold;
+    #: Optional batch kernel: ``fold_batch(payloads, start, state) -> index``. It folds
+    #: ``payloads[start:]`` (the payloads of increasing seqs, none folded yet) for as
+    #: long as every event is well formed *and* applies successfully, and returns the
+    #: index of the first event it did not fold;
     #: the adapter handles that one with :meth:`apply_fields` and the full rules, then
     #: calls the kernel again. Nothing may be changed for an event it does not fold.
     #: ``None``: no kernel (the Tasks fold has one in C).
-    fold_batch: Callable[[list[Any], int, S], int] | None = None
+    fold_batch: Callable[[list[bytes], int, S], int] | None = None
 
     def encode_state(self, state: S) -> bytes:
         """Encode ``state`` for a snapshot (override to support snapshots)."""
@@ -433,66 +433,75 @@ class CortexAdapter(Generic[S]):
         with anyio.CancelScope() as scope:
             self._cancel = scope
             self._running = True
-            tail = self._file.tail(self.start_seq, overflow="catch_up")
+            watcher = self._file.watch_appends()
             task_status.started()
             try:
-                await self._loop(tail)
+                await self._loop(watcher)
             finally:
-                tail.close()
+                watcher.close()
                 self._running = False
                 if not self._stop_reason:
                     self._stop_reason = "adapter closed" if self._closed else "file closed"
                 self._wake_all()
         self._cancel = None
 
-    async def _loop(self, tail: Any) -> None:
+    async def _loop(self, watcher: AppendWatcher) -> None:
+        """Read the file by range from the next unfolded seq, fold, repeat; sleep on the
+        watcher when caught up. Reading by range means there is no buffer to overflow:
+        the fold can be any distance behind and still catches up."""
+        file = self._file
         limit = self._config.batch_limit
-        next_items = tail._next_items
         checkpoint = anyio.lowlevel.checkpoint
         while True:
-            try:
-                items = await next_items(limit)
-            except LaggedError as exc:
-                tail.close()
-                tail = self._after_eviction(str(exc))
-                if tail is None:
+            start = self._folded + 1
+            head = file.next_seq
+            if start >= head:
+                # A closed file: fold what was appended before the close, then stop.
+                if not await watcher.wait(head) and file.next_seq <= self._folded + 1:
                     return
-                next_items = tail._next_items
                 continue
-            if not items:
+            if start < file.evicted_below:
+                lowest = file.lowest_retained_seq
+                if lowest is None or lowest > start:
+                    if not self._after_eviction(start, lowest if lowest is not None else head):
+                        return
+                    continue
+            end = min(head, start + limit)
+            seqs, payloads = file.read_payloads(start, end)
+            if seqs and not self._fold_items(seqs, payloads):
                 return
-            if not self._fold_items(items):
-                return
-            # A producer that keeps the buffer full would otherwise starve other tasks.
+            if self._folded < end - 1:
+                # Seqs at the end of the range are not stored (recovery tombstoned them):
+                # processed, never applied, so the strict prefix ends before them.
+                self._folded = end - 1
+                self._prefix_intact = False
+                self._wake_waiters()
+            # A producer that keeps appending would otherwise starve other tasks.
             await checkpoint()
 
-    def _after_eviction(self, detail: str) -> Any:
-        """History was evicted before it was folded; returns a new tail or None (halt)."""
-        file = self._file
-        resume = self._folded + 1
-        lowest = file.lowest_retained_seq
-        new_start = lowest if lowest is not None else file.next_seq
-        lost = max(0, new_start - resume)
+    def _after_eviction(self, resume: int, new_start: int) -> bool:
+        """Seqs ``resume..new_start-1`` were evicted before they were folded; returns
+        False when the fold must halt (policy ``stop``)."""
+        lost = new_start - resume
         self._events_evicted += lost
         self._prefix_intact = False
         if self._stop_on_error:
             self._stop_reason = (
                 f"{lost} events (seqs {resume}..{new_start - 1}) were evicted by retention "
-                f"before they were folded ({detail})"
+                "before they were folded"
             )
             _log.error("cortex fold %r halted: %s", self._fold.name, self._stop_reason)
-            return None
+            return False
         _log.warning(
             "cortex fold %r skipped %d events evicted by retention before they were folded",
             self._fold.name,
             lost,
         )
-        if new_start > resume:
-            self._folded = new_start - 1
-            self._wake_waiters()
-        return file.tail(new_start, overflow="catch_up")
+        self._folded = new_start - 1
+        self._wake_waiters()
+        return True
 
-    def _fold_items(self, items: list[tuple[int, bytes, int, bool]]) -> bool:
+    def _fold_items(self, seqs: Sequence[int], payloads: list[bytes]) -> bool:
         """Fold a batch; returns False when the fold halted."""
         apply = self._fold.apply_fields
         fast = self._fast_batch
@@ -508,39 +517,39 @@ class CortexAdapter(Generic[S]):
         xxh3 = _xxh3
         zero4, mask32, meta_size = _ZERO4, _MASK32, _META_SIZE
         i = 0
-        n = len(items)
-        while i < n and items[i][0] <= folded:
-            i += 1  # already folded (a tail re-attached after catching up)
+        n = len(seqs)
+        while i < n and seqs[i] <= folded:
+            i += 1  # already folded
         with self.state_lock:
             while i < n:
                 if fast is not None:
                     # The fold's batch kernel takes every well-formed event it can and
                     # stops at the first one that needs the full rules (below).
                     try:
-                        j = fast(items, i, state)
+                        j = fast(payloads, i, state)
                     except Exception:
                         _log.exception("cortex fold %r: batch kernel failed", self._fold.name)
                         fast = self._fast_batch = None
                         continue
                     if j > i:
-                        first, last = items[i][0], items[j - 1][0]
+                        first, last = seqs[i], seqs[j - 1]
                         if intact:
                             if first == applied + 1 and last - first == j - 1 - i:
                                 applied = last
                             else:
                                 for k in range(i, j):
-                                    if items[k][0] != applied + 1:
+                                    if seqs[k] != applied + 1:
                                         intact = False  # a seq is missing from the log
                                         break
                                     applied += 1
                         folded = last
                         n_ok += j - i
                         if ok is not None:
-                            ok.extend([items[k][0] for k in range(i, j)])
+                            ok.extend(seqs[i:j])
                         i = j
                         if i == n:
                             break
-                seq, payload = items[i][0], items[i][1]
+                seq, payload = seqs[i], payloads[i]
                 i += 1
                 try:
                     # open_raw() inlined for the common case (a v2 record); anything

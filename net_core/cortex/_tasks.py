@@ -125,12 +125,12 @@ class TasksFold(Fold[TasksState]):
         if origin_hash == self.origin_hash and state.app_seq <= seq_or_ts != _U64_MAX:
             state.app_seq = seq_or_ts + 1
 
-    def _fold_batch_c(self, items: list[Any], start: int, state: TasksState) -> int:
+    def _fold_batch_c(self, payloads: list[bytes], start: int, state: TasksState) -> int:
         """The C batch kernel (see :attr:`Fold.fold_batch`)."""
         assert _c_fold_tasks is not None  # only installed when the kernel exists
         index: int
         index, state.app_seq = _c_fold_tasks(
-            items,
+            payloads,
             start,
             state.tasks,
             self.origin_hash,
@@ -254,7 +254,21 @@ class TasksAdapter:
     def create(self, task_id: int, title: str, now_ns: int | None = None) -> int:
         """Create (or fully reset) a pending task; returns the RedEX seq."""
         now = time.time_ns() if now_ns is None else now_ns
-        return self._ingest("create", DISPATCH_TASK_CREATED, "usu", task_id, title, now)
+        if _c_seal is None or self._adapter._closed:
+            return self._ingest("create", DISPATCH_TASK_CREATED, "usu", task_id, title, now)
+        # _ingest() inlined: create is the hot write.
+        state = self._state
+        with self._counter_lock:
+            counter = state.app_seq
+            state.app_seq = counter + 1
+        try:
+            payload = _c_seal(1, 0, self.origin_hash, counter, _xxh3, "usu", task_id, title, now)
+        except BaseException:
+            with self._counter_lock:
+                if state.app_seq == counter + 1:
+                    state.app_seq = counter
+            raise
+        return self._append(payload)
 
     def rename(self, task_id: int, new_title: str, now_ns: int | None = None) -> int:
         """Rename a task (a no-op in the fold if it does not exist); returns the seq."""

@@ -50,10 +50,11 @@ from net_core.redex._format import (
 )
 from net_core.redex._index import Insert, RedexIndex, Remove
 from net_core.redex._manager import Redex
-from net_core.redex._tail import RedexTail
+from net_core.redex._tail import AppendWatcher, RedexTail
 from net_core.redex._typed import RedexDecodeError, TypedRedexFile
 
 __all__ = [
+    "AppendWatcher",
     "ChannelNameError",
     "FsyncError",
     "IdxRecord",

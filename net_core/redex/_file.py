@@ -63,7 +63,7 @@ from net_core.redex._store import (
 from net_core.retention import ENTRY_OVERHEAD, CombinedRetention, RetentionView
 
 if TYPE_CHECKING:
-    from net_core.redex._tail import RedexTail, _TailSub
+    from net_core.redex._tail import AppendWatcher, RedexTail, _TailSub, _WatchSub
 
 import xxhash
 
@@ -280,7 +280,7 @@ class RedexFile:
         # Seqs below this were evicted by retention (a tail asking for them has lagged).
         self._evicted_below = 0
         self._closed = False
-        self._tails: list[_TailSub] = []
+        self._tails: list[_TailSub | _WatchSub] = []
         self._check_every = config.retention_check_every if retention.policies else 0
         self._since_check = 0
         self._retention_pending = False
@@ -623,6 +623,20 @@ class RedexFile:
         from net_core.redex._tail import RedexTail  # noqa: PLC0415 - cycle
 
         return RedexTail(self, from_seq, self.config.tail_buffer_size, overflow)
+
+    def watch_appends(self) -> AppendWatcher:
+        """A notification-only subscription: ``await watcher.wait(next_seq)`` returns
+        when the file has grown past ``next_seq`` (or ``False`` once it is closed).
+        Pair it with :meth:`read_payloads` to consume by range without a tail buffer."""
+        from net_core.redex._tail import AppendWatcher  # noqa: PLC0415 - cycle
+
+        return AppendWatcher(self)
+
+    @property
+    def evicted_below(self) -> int:
+        """Every seq below this that is not retained was evicted by retention (or
+        compaction); a missing seq at or above it was never stored (a tombstone)."""
+        return self._evicted_below
 
     def _publish(self, first: int, ts: int, payloads: Sequence[bytes], inline: bool) -> None:
         dead = None

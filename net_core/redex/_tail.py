@@ -37,7 +37,7 @@ from net_core.redex._file import RedexEvent
 if TYPE_CHECKING:
     from net_core.redex._file import RedexFile
 
-__all__ = ["POLL_INTERVAL", "RedexTail"]
+__all__ = ["POLL_INTERVAL", "AppendWatcher", "RedexTail"]
 
 #: How often a waiting tail re-checks its buffer for events appended by other threads.
 POLL_INTERVAL: Final = 0.02
@@ -296,3 +296,79 @@ class RedexTail:
 
     async def __aexit__(self, *exc: object) -> None:
         self.close()
+
+
+@final
+class _WatchSub:
+    """The file-side half of an :class:`AppendWatcher` (mutated under the file lock)."""
+
+    __slots__ = ("closed", "thread", "waiter")
+
+    def __init__(self) -> None:
+        self.closed = False
+        self.waiter: anyio.Event | None = None
+        self.thread = 0
+
+    def push(self, first: int, ts: int, payloads: Sequence[bytes], inline: bool) -> bool:
+        waiter = self.waiter
+        if waiter is not None and self.thread == _get_ident():
+            waiter.set()
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+        waiter = self.waiter
+        if waiter is not None and self.thread == _get_ident():
+            waiter.set()
+
+
+@final
+class AppendWatcher:
+    """Wakes a task when a file grows or closes; carries no events (see
+    :meth:`RedexFile.watch_appends`).
+
+    For consumers that read the file by range themselves (a CortEX fold reads whole
+    columns with :meth:`RedexFile.read_payloads`): no per-event buffer, no lag. Appends
+    on the waiting task's thread wake it at once; appends on other threads are noticed
+    within :data:`POLL_INTERVAL`.
+    """
+
+    __slots__ = ("_file", "_sub")
+
+    def __init__(self, file: RedexFile) -> None:
+        self._file = file
+        self._sub = _WatchSub()
+        with file._lock:
+            if file._closed:
+                self._sub.closed = True
+            else:
+                file._tails.append(self._sub)
+
+    async def wait(self, seen_next_seq: int) -> bool:
+        """Wait until the file's ``next_seq`` exceeds ``seen_next_seq``; returns False
+        (at once, or when it happens) if the file is closed or the watcher was."""
+        file = self._file
+        sub = self._sub
+        while True:
+            with file._lock:
+                if file._next_seq > seen_next_seq:
+                    return True
+                if sub.closed:
+                    return False
+                waiter = anyio.Event()
+                sub.waiter = waiter
+                sub.thread = _get_ident()
+            try:
+                with anyio.move_on_after(POLL_INTERVAL):
+                    await waiter.wait()
+            finally:
+                sub.waiter = None
+
+    def close(self) -> None:
+        """Unregister (idempotent); a pending :meth:`wait` returns False."""
+        file = self._file
+        sub = self._sub
+        with file._lock:
+            if sub in file._tails:
+                file._tails.remove(sub)
+        sub.close()

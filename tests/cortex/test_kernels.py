@@ -165,7 +165,7 @@ def test_fold_tasks_kernel_stops_where_python_must_decide() -> None:
     good = seal(1, 7, 0, pack("usu", 1, "a", 5))
     v1_tail = pack("usu", 2, "b", 6)
     v1 = seal(1, 7, 1, v1_tail)[:20] + checksum_v1(v1_tail).to_bytes(4, "little") + v1_tail
-    items = [(0, good, 0, False), (1, v1, 0, False), (2, good, 0, False)]
+    items = [good, v1, good]
     tasks: dict[int, Task] = {}
     index, app_seq = fold_tasks(
         items,
