@@ -209,7 +209,7 @@ class BatchEncoder:
     prefix) are formatted once; each event costs one ``%`` formatting.
     """
 
-    __slots__ = ("_index", "_index_len", "_prefix", "_trim")
+    __slots__ = ("_headers", "_index", "_index_len", "_prefix", "_trim")
 
     def __init__(
         self, prefix: str, *, max_stream_len: int | None = None, approximate: bool = True
@@ -223,6 +223,8 @@ class BatchEncoder:
             self._trim = (b"MAXLEN", b"%d" % max_stream_len)
         self._index: list[bytes] = []
         self._index_len: list[int] = []
+        # dedup-id prefix length -> bulk headers "$<len>\r\n" of the ids, by index
+        self._headers: dict[int, list[bytes]] = {}
         self._grow_index(1024)
 
     def _grow_index(self, n: int) -> None:
@@ -231,6 +233,16 @@ class BatchEncoder:
             text = b"%d" % i
             self._index.append(text)
             self._index_len.append(len(text))
+
+    def _id_headers(self, prefix_len: int, n: int) -> list[bytes]:
+        headers = self._headers.get(prefix_len)
+        if headers is None or len(headers) < n:
+            lengths = self._index_len
+            headers = [b"$%d\r\n" % (prefix_len + k) for k in lengths]
+            if len(self._headers) >= 64:
+                self._headers.clear()
+            self._headers[prefix_len] = headers
+        return headers
 
     def encode(
         self,
@@ -256,17 +268,20 @@ class BatchEncoder:
         )
         id_prefix = b"%x:%d:%d:" % (nonce, shard_id, sequence_start)
         shard_text = b"%d" % shard_id
+        # Per event: the bulk length of d, d's variable parts, then the dedup id's bulk
+        # header and index from a table (the id's length only depends on the index and
+        # the per-batch prefix length).
         fixed = (
             head.replace(b"%", b"%%")
             + b'$%d\r\n{"r":%b,"t":%d,"s":'
             + shard_text
-            + b"}\r\n$8\r\ndedup_id\r\n$%d\r\n"
+            + b"}\r\n$8\r\ndedup_id\r\n%b"
             + id_prefix.replace(b"%", b"%%")
             + b"%b\r\n"
         )
         const = _PAYLOAD_CONST + len(shard_text)
-        lidp = len(id_prefix)
-        index, index_len = self._index, self._index_len
+        headers = self._id_headers(len(id_prefix), n)
+        index = self._index
         if skip:
             events = events[skip:]
             timestamps = timestamps[skip:]
@@ -278,12 +293,12 @@ class BatchEncoder:
             # One digit count for the whole batch (the usual case: wall-clock ns).
             c = const + t_len
             body = [
-                fixed % (len(r) + c, r, t, lidp + index_len[i], index[i])
+                fixed % (len(r) + c, r, t, headers[i], index[i])
                 for i, r, t in zip(range(skip, n), events, timestamps, strict=True)
             ]
         else:
             body = [
-                fixed % (len(r) + const + _digits(t), r, t, lidp + index_len[i], index[i])
+                fixed % (len(r) + const + _digits(t), r, t, headers[i], index[i])
                 for i, r, t in zip(range(skip, n), events, timestamps, strict=True)
             ]
         mark = _command(
