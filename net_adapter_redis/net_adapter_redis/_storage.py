@@ -377,7 +377,11 @@ class RedisStorage(StorageBackend):
                     )
             if len(reply) < count:
                 break
-            last = reply[-1][0]
+            last = reply[-1][0] if type(reply[-1]) is list and reply[-1] else None
+            if type(last) is not bytes:
+                raise FatalAdapterError(
+                    f"redis backend: shard {shard_id}: unexpected XRANGE entry {reply[-1]!r:.80}"
+                )
             start = b"(" + last
         self.malformed_entries += malformed
         has_more = len(events) > limit
