@@ -1,20 +1,26 @@
-"""The generic CortEX fold: tail a RedEX file and fold its events into a state.
+"""The generic CortEX fold: follow a RedEX file and fold its events into a state.
 
 Theory of operation. A :class:`CortexAdapter` owns one task (in the task group of its
-``async with`` block) that tails a :class:`~net_core.redex.RedexFile` in batches and
+``async with`` block) that reads a :class:`~net_core.redex.RedexFile` in batches and
 hands every event to a user :class:`Fold`. Each payload is a CortEX event: a 24-byte
 ``EventMeta`` header with a checksum (v2 written, v1 accepted) and a tail; the adapter
 verifies it and gives the fold a :class:`CortexEvent`. A malformed payload is a
 *decode* error: it is counted and skipped under every policy.
 
-Never falling behind. The tail runs with ``overflow="catch_up"``: when producers
-outrun the fold by more than the tail buffer, the tail goes back to reading the file
-(``read_range`` under the hood) and re-attaches live when it has caught up. The fold
-therefore keeps running under any producer rate (the reference's fold stops for good in
-that situation). The only history it can miss is history evicted by retention before it
-was folded: under ``stop`` that halts the fold, under ``log_and_continue`` the fold
-counts the lost seqs in :attr:`CortexAdapter.events_evicted` and goes on from the oldest
-retained event.
+Never falling behind. The fold reads the file by range from its watermark
+(:meth:`~net_core.redex.RedexFile.read_payloads`, up to ``batch_limit`` events at a
+time) and, once caught up, sleeps on an :class:`~net_core.redex.AppendWatcher` until the
+file grows. There is no per-subscriber buffer that producers could overflow, so the fold
+keeps running under any producer rate, however far behind it is (the reference's fold
+stops for good when outrun by more than its tail buffer). The only history it can miss is
+history evicted by retention before it was folded: under ``stop`` that halts the fold,
+under ``log_and_continue`` the fold counts the lost seqs in
+:attr:`CortexAdapter.events_evicted` and goes on from the oldest retained event. Seqs
+recovery tombstoned are processed without being applied (they end the strict prefix).
+
+Batch kernels. A fold may provide :attr:`Fold.fold_batch`, which folds a run of
+well-formed events in one call (the Tasks fold has one in C); the adapter falls back to
+the per-event path, with the full rules and errors, at the first event the kernel leaves.
 
 Watermarks. ``folded_through_seq`` is progress: the highest seq processed (applied, or
 skipped as the policy allowed). ``applied_through_seq`` is the *strict prefix*: it
@@ -30,7 +36,7 @@ waiters get :class:`FoldStoppedError`. ``log_and_continue`` skips any error.
 
 Threads. The fold runs on the event loop of the ``async with`` block; waits, change
 streams and watches must be used from that loop. Appends may come from any thread
-(they are seen within the tail's poll interval). The state is mutated only while
+(they are seen within the watcher's 20 ms poll interval). The state is mutated only while
 :attr:`CortexAdapter.state_lock` is held, a batch at a time, so another thread reading
 the state under that lock sees it between events, never halfway through one.
 """
