@@ -21,6 +21,18 @@ Rust nodes form one mesh. Facts: ``docs/formats.md`` ("Mesh wire format").
 * stream credit (``_window``): :class:`StreamSendWindow`, :class:`StreamReceiveWindow`,
   :class:`GrantQuarantine`.
 
+The I/O layer on top of the core (anyio; runs on asyncio and trio):
+
+* :class:`MeshNode` / :class:`MeshNodeConfig` (``_node``): transport, handshakes
+  (:meth:`MeshNode.connect`, :meth:`MeshNode.accept`, :meth:`MeshNode.allow`), sessions,
+  heartbeats, the :class:`FailureDetector` (``_detector``), eviction, :class:`PeerEvent`;
+* streams (``_stream``, ``_reliable``): :class:`MeshStream`, :class:`MeshEvent`,
+  :class:`StreamStats`, :class:`Reliability`; reliable streams deliver every event
+  exactly once, in order, while the session lives;
+* transports (``_transport``, plugin hook ``net_transports``): ``udp``
+  (:class:`UdpTransportConfig`) and ``memory`` (:class:`MemoryNetwork`,
+  :class:`MemoryTransportConfig`).
+
 Every decoder raises only the :class:`~net_core.errors.DecodeError` family
 (:class:`MeshDecodeError`); handshake failures are typed (:class:`HandshakeAuthError`,
 :class:`HandshakeReplayError`, :class:`HandshakeOrderError`, ...). No module in this
@@ -51,6 +63,7 @@ from net_core.mesh._control import (
     NatKeepalive,
     StreamWindowGrant,
 )
+from net_core.mesh._detector import FailureDetector, HealthTransition, PeerStatus
 from net_core.mesh._errors import (
     ControlDecodeError,
     CounterExhaustedError,
@@ -110,6 +123,21 @@ from net_core.mesh._header import (
     Subprotocol,
     split_packet,
 )
+from net_core.mesh._node import (
+    MeshNode,
+    MeshNodeConfig,
+    NodeStats,
+    PeerEvent,
+    PeerEventKind,
+    PeerInfo,
+)
+from net_core.mesh._node_errors import (
+    HandshakeTimeoutError,
+    NodeClosedError,
+    NotConnectedError,
+    StreamBackpressureError,
+    StreamConfigError,
+)
 from net_core.mesh._noise import (
     NOISE_PROTOCOL_NAME,
     CipherState,
@@ -126,6 +154,12 @@ from net_core.mesh._pingwave import (
     memory_tier,
 )
 from net_core.mesh._rekey import ExistingSession, RotationDecision, decide_rotation
+from net_core.mesh._reliable import (
+    FEEDBACK_SUBPROTOCOL,
+    MAX_REORDER_PACKETS,
+    ReliableReceiver,
+    ReliableSender,
+)
 from net_core.mesh._replay import MAX_FORWARD, REPLAY_WINDOW_BITS, ReplayWindow
 from net_core.mesh._routing import (
     DEFAULT_HANDSHAKE_TTL,
@@ -151,6 +185,21 @@ from net_core.mesh._session import (
     packet_nonce,
     session_id_from_hash,
 )
+from net_core.mesh._stream import MeshEvent, MeshStream, Reliability, StreamStats
+from net_core.mesh._transport import (
+    Address,
+    DatagramTransport,
+    MemoryNetwork,
+    MemoryNetworkStats,
+    MemoryTransport,
+    MemoryTransportConfig,
+    TransportBinder,
+    TransportClosedError,
+    TransportError,
+    UdpTransport,
+    UdpTransportConfig,
+    parse_udp_address,
+)
 from net_core.mesh._window import (
     DEFAULT_STREAM_WINDOW_BYTES,
     GRANT_QUARANTINE_NS,
@@ -168,6 +217,7 @@ __all__ = [
     "DEFAULT_STREAM_WINDOW_BYTES",
     "DIRECT_HANDSHAKE_DATAGRAM_SIZE",
     "DIRECT_HANDSHAKE_MESSAGE_SIZE",
+    "FEEDBACK_SUBPROTOCOL",
     "FRAME_PREFIX_SIZE",
     "GRANT_QUARANTINE_NS",
     "HEADER_SIZE",
@@ -180,6 +230,7 @@ __all__ = [
     "MAX_HOPS",
     "MAX_PACKET_SIZE",
     "MAX_PAYLOAD_SIZE",
+    "MAX_REORDER_PACKETS",
     "NACK_SIZE",
     "NOISE_PROTOCOL_NAME",
     "NONCE_SIZE",
@@ -194,13 +245,16 @@ __all__ = [
     "STREAM_WINDOW_SIZE",
     "TAG_SIZE",
     "VERSION",
+    "Address",
     "CipherState",
     "ControlDecodeError",
     "CounterExhaustedError",
     "DatagramKind",
+    "DatagramTransport",
     "EnhancedPingwave",
     "EventTooLargeError",
     "ExistingSession",
+    "FailureDetector",
     "FrameDecodeError",
     "GrantQuarantine",
     "HandshakeAuthError",
@@ -216,33 +270,61 @@ __all__ = [
     "HandshakeResponse",
     "HandshakeResult",
     "HandshakeRole",
+    "HandshakeTimeoutError",
+    "HealthTransition",
+    "MemoryNetwork",
+    "MemoryNetworkStats",
+    "MemoryTransport",
+    "MemoryTransportConfig",
     "MeshBackpressureError",
     "MeshDecodeError",
     "MeshEncodeError",
+    "MeshEvent",
+    "MeshNode",
+    "MeshNodeConfig",
     "MeshSession",
+    "MeshStream",
     "NackPayload",
     "NatKeepalive",
     "NetHeader",
+    "NodeClosedError",
+    "NodeStats",
     "NoiseInitiator",
     "NoiseResponder",
+    "NotConnectedError",
     "OpenedPacket",
     "PacketAuthError",
     "PacketDecodeError",
     "PacketFlags",
     "PacketReplayError",
+    "PeerEvent",
+    "PeerEventKind",
     "PeerHealth",
+    "PeerInfo",
+    "PeerStatus",
     "PingwaveDecodeError",
+    "Reliability",
+    "ReliableReceiver",
+    "ReliableSender",
     "ReplayWindow",
     "RotationDecision",
     "RoutingFlags",
     "RoutingHeader",
     "RoutingHeaderDecodeError",
     "SessionKeys",
+    "StreamBackpressureError",
+    "StreamConfigError",
     "StreamReceiveWindow",
     "StreamSendWindow",
+    "StreamStats",
     "StreamWindowGrant",
     "Subprotocol",
     "TooManyEventsError",
+    "TransportBinder",
+    "TransportClosedError",
+    "TransportError",
+    "UdpTransport",
+    "UdpTransportConfig",
     "batch_events",
     "classify_datagram",
     "decide_rotation",
@@ -257,6 +339,7 @@ __all__ = [
     "nonce_prefix",
     "packet_credit_cost",
     "packet_nonce",
+    "parse_udp_address",
     "routing_id",
     "session_id_from_hash",
     "split_packet",

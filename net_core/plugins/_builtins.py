@@ -13,6 +13,7 @@ import pluggy
 from net_core.bus._memory import MemoryStorage, MemoryStorageConfig
 from net_core.bus._redex_storage import RedexStorage, RedexStorageConfig
 from net_core.dedup import MemoryDedup, MemoryDedupConfig
+from net_core.mesh._transport import MemoryTransportConfig, UdpTransportConfig
 from net_core.plugins._spec import ComponentSpec
 from net_core.plugins.hookspecs import PROJECT
 from net_core.retention import AgeRetention, BytesRetention, CountRetention
@@ -77,5 +78,24 @@ def net_storage_backends() -> list[ComponentSpec[Any]]:
             factory=RedexStorage,
             config_type=RedexStorageConfig,
             summary="one persistent RedEX channel per shard under data_dir (durable default)",
+        ),
+    ]
+
+
+@hookimpl
+def net_transports() -> list[ComponentSpec[Any]]:
+    """The ``udp`` socket and the in-process ``memory`` network (tests)."""
+    return [
+        ComponentSpec(
+            name="udp",
+            factory=_same,
+            config_type=UdpTransportConfig,
+            summary="one anyio UDP socket (addresses are (host, port))",
+        ),
+        ComponentSpec(
+            name="memory",
+            factory=_same,
+            config_type=MemoryTransportConfig,
+            summary="an in-process MemoryNetwork with seeded loss/reorder/duplication/partitions",
         ),
     ]
