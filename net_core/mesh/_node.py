@@ -300,6 +300,7 @@ class _Peer:
     quarantine: GrantQuarantine = attrs.field(factory=GrantQuarantine)
     epochs: int = 0
     alive: bool = True
+    alternates: list[MeshSession] = attrs.field(factory=list)
 
 
 @attrs.define(slots=True, eq=False)
@@ -357,6 +358,9 @@ class MeshNode:
         self._retransmit_wake = anyio.Event()
         self._closed = False
         self._normalize = _normalizer(transport)
+        self._confirm_window_ns = int(
+            config.handshake_timeout * (config.handshake_retries + 1) * _NS
+        )
         self._counters: dict[str, int] = dict.fromkeys(
             (
                 "datagrams_received",
@@ -609,6 +613,16 @@ class MeshNode:
             established_ns=now,
             last_rx_ns=now,
         )
+        if (
+            old is not None
+            and old.alive
+            and result.keys.role is HandshakeRole.RESPONDER
+            and now - old.established_ns < self._confirm_window_ns
+        ):
+            # A late duplicate or reordered msg1 of the same connect may land after a
+            # newer one: the initiator finished only one of them. Keep the recent
+            # sessions; the first packet that opens under one of them confirms it.
+            peer.alternates = [old.session, *old.alternates][:4]
         if old is not None:
             self._end_peer(old)
             if self._by_addr.get(old.address) == old.node_id:
@@ -930,8 +944,8 @@ class MeshNode:
             events_received=state.events_received,
             packets_sent=state.packets_sent,
             packets_received=state.packets_received,
-            retransmits=state.sender.retransmits if state.sender else 0,
-            unacked_packets=len(state.sender) if state.sender else 0,
+            retransmits=state.sender.retransmits if state.sender is not None else 0,
+            unacked_packets=len(state.sender) if state.sender is not None else 0,
             duplicates_dropped=state.duplicates_dropped,
             reorder_buffered=state.receiver.buffered if state.receiver else 0,
             overflow_dropped=state.overflow_dropped,
@@ -995,9 +1009,12 @@ class MeshNode:
                 result = waiter.initiator.finish_packet(data)
             except HandshakeError:
                 continue  # not the answer to this attempt (stale, or a crossing msg1)
-            self._install(result, addr)
+            peer = self._install(result, addr)
             waiter.result = result
             waiter.done.set()
+            # confirm at once which of our attempts finished (the responder may hold
+            # several sessions from retried msg1s)
+            await self._send_to_peer(peer, peer.session.heartbeat())
             return
         candidates = list(
             dict.fromkeys([*self._accepting, *self._allowed, *self._peers, *self._known])
@@ -1034,6 +1051,10 @@ class MeshNode:
         for peer in self._peers.values():
             if peer.session.session_id == header.session_id:
                 return peer
+        for peer in self._peers.values():
+            for alternate in peer.alternates:
+                if alternate.session_id == header.session_id:
+                    return peer
         return None
 
     async def _on_packet(self, header: NetHeader, data: bytes, addr: Address) -> None:
@@ -1041,14 +1062,23 @@ class MeshNode:
         if peer is None:
             self._drop("unknown_session")
             return
+        session = peer.session
+        if session.session_id != header.session_id:
+            session = next(s for s in peer.alternates if s.session_id == header.session_id)
         try:
-            opened = peer.session.open(data)
+            opened = session.open(data)
         except PacketAuthError:
             self._drop("auth")
             return
         except PacketReplayError:
             self._drop("replay")
             return
+        if session is not peer.session:  # the initiator finished this one: confirm it
+            peer.alternates = [peer.session]
+            peer.session = session
+            self._emit(PeerEventKind.REPLACED, peer)
+        elif peer.alternates:
+            peer.alternates = []
         now = _now()
         peer.last_rx_ns = now
         transition = self._detector.heartbeat(peer.node_id, now)
@@ -1155,6 +1185,11 @@ class MeshNode:
             if receiver.is_duplicate(seq):
                 receiver.duplicates += 1
                 state.duplicates_dropped += 1
+                if state.rx_window.consumed and state.rx_window.window_bytes:
+                    # the sender retransmits: our grant may have been lost too
+                    await self._send_grant(
+                        peer, StreamWindowGrant(stream_id, state.rx_window.consumed)
+                    )
             elif not inbox.room(len(events)):
                 self._drop("inbox_overflow", len(events))
                 state.overflow_dropped += len(events)
@@ -1247,7 +1282,28 @@ class MeshNode:
                 self._drop("transport_error")
                 continue
             self._counters["heartbeats_sent"] += 1
-        self._check_liveness(_now())
+        now = _now()
+        await self._refresh_grants(targets, now)
+        self._check_liveness(now)
+
+    async def _refresh_grants(self, targets: list[tuple[_Peer, Address]], now: int) -> None:
+        """Re-send the cumulative grant of every stream that received data recently.
+
+        Grants are cumulative, so a repeat is harmless; without it, a lost last grant
+        would leave an idle sender without credit forever (nothing would trigger the next
+        grant)."""
+        recent = int(self.config.session_timeout * _NS)
+        work = [
+            (peer, StreamWindowGrant(state.stream_id, state.rx_window.consumed))
+            for peer, _ in targets
+            for state in list(peer.streams.values())
+            if state.rx_window is not None
+            and state.rx_window.consumed
+            and state.rx_window.window_bytes
+            and now - state.last_activity_ns < recent
+        ]
+        for peer, grant in work:
+            await self._send_grant(peer, grant)
 
     def _check_liveness(self, now: int) -> None:
         for change in self._detector.check(now):

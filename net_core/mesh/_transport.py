@@ -148,10 +148,11 @@ class UdpTransportConfig:
 class UdpTransport:
     """A :class:`DatagramTransport` over one anyio UDP socket."""
 
-    __slots__ = ("_closed", "_local", "_sock")
+    __slots__ = ("_closed", "_local", "_send_lock", "_sock")
 
     def __init__(self, sock: UDPSocket) -> None:
         self._sock = sock
+        self._send_lock = anyio.Lock()  # trio refuses concurrent writers on one socket
         local = sock.extra(SocketAttribute.local_address)
         self._local: tuple[str, int] = (str(local[0]), int(local[1]))
         self._closed = False
@@ -167,7 +168,8 @@ class UdpTransport:
             raise TransportClosedError("udp transport is closed")
         host, port = parse_udp_address(addr)
         try:
-            await self._sock.sendto(data, host, port)
+            async with self._send_lock:
+                await self._sock.sendto(data, host, port)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError) as exc:
             raise TransportClosedError("udp transport is closed") from exc
         except OSError:

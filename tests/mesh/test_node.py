@@ -188,7 +188,7 @@ async def test_backpressure_and_recovery_by_grants() -> None:
         assert stream.stats().tx_credit_remaining == 116
         assert (await b.receive()).payload == bytes(100)
         await _until(lambda: stream.stats().tx_credit_remaining == 300)
-        assert stream.stats().credit_grants_received == 1
+        assert stream.stats().credit_grants_received >= 1
         await stream.send([bytes(100)])
 
         # send_with_retry waits for the grant; send_blocking too
