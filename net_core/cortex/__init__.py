@@ -99,6 +99,7 @@ from net_core.cortex._meta import (
     open_raw,
     seal,
 )
+from net_core.cortex._model import ModelAdapter
 from net_core.cortex._postcard import PostcardError, Reader, Writer
 from net_core.cortex._query import Watch
 from net_core.cortex._snapshot import Snapshot
@@ -146,6 +147,7 @@ __all__ = [
     "MemorySnapshot",
     "MemoryStored",
     "MemoryUnpinned",
+    "ModelAdapter",
     "PostcardError",
     "Reader",
     "Snapshot",

@@ -15,44 +15,36 @@ snapshot bytes and header stamping as the reference. Fold rules:
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import AsyncIterator, Collection, Sequence
-from contextlib import asynccontextmanager
-from typing import Any, Final, final
+from collections.abc import Collection, Sequence
+from typing import Final, final
 
 import attrs
-import xxhash
 
-from net_core.cortex._adapter import CortexAdapter, CortexAdapterConfig, CortexEvent, Fold
+from net_core.cortex._adapter import CortexAdapter, CortexEvent, Fold
 from net_core.cortex._codec import (
     Memory,
     MemorySnapshot,
     decode_memory_snapshot,
     encode_memory_snapshot,
 )
-from net_core.cortex._errors import AdapterClosedError, SnapshotDecodeError
+from net_core.cortex._errors import SnapshotDecodeError
 from net_core.cortex._meta import (
     DISPATCH_MEMORY_DELETED,
     DISPATCH_MEMORY_PINNED,
     DISPATCH_MEMORY_RETAGGED,
     DISPATCH_MEMORY_STORED,
     DISPATCH_MEMORY_UNPINNED,
-    seal,
 )
-from net_core.cortex._pcstruct import c_kernel, make_record, pack, unpack_from
+from net_core.cortex._model import ModelAdapter
+from net_core.cortex._pcstruct import make_record, unpack_from
 from net_core.cortex._query import Watch, check_bounds, order_and_limit, parse_order_by
-from net_core.cortex._snapshot import Snapshot
-from net_core.cortex._tasks import _file_config
 from net_core.errors import DecodeError
-from net_core.redex import Redex, RedexFileConfig
 
 __all__ = ["MEMORIES_CHANNEL", "MemoriesAdapter", "MemoriesFold", "MemoriesState"]
 
 MEMORIES_CHANNEL: Final = "cortex/memories"
 _U64_MAX: Final = 0xFFFF_FFFF_FFFF_FFFF
-_c_seal = c_kernel("seal_record")
-_xxh3 = xxhash.xxh3_64_intdigest
 
 
 @final
@@ -149,7 +141,7 @@ class MemoriesFold(Fold[MemoriesState]):
 
 
 @final
-class MemoriesAdapter:
+class MemoriesAdapter(ModelAdapter[MemoriesState]):
     """Memories over a RedEX channel: writes, folded state, queries and watches.
 
     Same lifecycle as :class:`~net_core.cortex.TasksAdapter`::
@@ -160,78 +152,17 @@ class MemoriesAdapter:
             print(memories.list_memories(tag="fact"))
     """
 
-    def __init__(self, adapter: CortexAdapter[MemoriesState], origin_hash: int) -> None:
-        self._adapter = adapter
-        self._state = adapter.state
-        self._append = adapter.file.append
-        self._counter_lock = threading.Lock()
-        self.origin_hash = origin_hash
-        """The producer id stamped into this adapter's events."""
+    channel = MEMORIES_CHANNEL
 
     @classmethod
-    @asynccontextmanager
-    async def open(
-        cls,
-        redex: Redex,
-        origin_hash: int,
-        *,
-        persistent: bool = False,
-        file_config: RedexFileConfig | None = None,
-        config: CortexAdapterConfig | None = None,
-    ) -> AsyncIterator[MemoriesAdapter]:
-        """Open ``cortex/memories`` in ``redex`` and fold it from the beginning."""
-        file = redex.open_file(MEMORIES_CHANNEL, _file_config(persistent, file_config))
-        cfg = attrs.evolve(config or CortexAdapterConfig(), origin_hash=origin_hash)
-        async with CortexAdapter.open(
-            file, MemoriesFold(origin_hash), MemoriesState(), cfg
-        ) as adapter:
-            yield cls(adapter, origin_hash)
+    def _fold(cls, origin_hash: int) -> MemoriesFold:
+        return MemoriesFold(origin_hash)
 
     @classmethod
-    @asynccontextmanager
-    async def open_from_snapshot(
-        cls,
-        redex: Redex,
-        origin_hash: int,
-        snapshot: Snapshot,
-        *,
-        persistent: bool = False,
-        file_config: RedexFileConfig | None = None,
-        config: CortexAdapterConfig | None = None,
-    ) -> AsyncIterator[MemoriesAdapter]:
-        """Restore ``snapshot`` and fold the events after it (a reference snapshot
-        ``(bytes, last_seq)`` restores as ``Snapshot("cortex/memories", 1, last_seq, bytes)``)."""
-        file = redex.open_file(MEMORIES_CHANNEL, _file_config(persistent, file_config))
-        cfg = attrs.evolve(config or CortexAdapterConfig(), origin_hash=origin_hash)
-        async with CortexAdapter.open_from_snapshot(
-            file, MemoriesFold(origin_hash), snapshot, MemoriesState, cfg
-        ) as adapter:
-            yield cls(adapter, origin_hash)
+    def _initial_state(cls) -> MemoriesState:
+        return MemoriesState()
 
     # -- writes ----------------------------------------------------------------------
-
-    def _ingest(self, op: str, dispatch: int, fmt: str, *values: Any) -> int:
-        if self._adapter._closed:
-            raise AdapterClosedError(op)
-        state = self._state
-        # The counter is taken under a lock so that writers on several threads never
-        # share a value; it is never rolled back once the append was tried (a failed
-        # append leaves a gap, as in the reference).
-        with self._counter_lock:
-            counter = state.app_seq
-            state.app_seq = counter + 1
-        try:
-            if _c_seal is not None:
-                payload = _c_seal(dispatch, 0, self.origin_hash, counter, _xxh3, fmt, *values)
-            else:
-                payload = seal(dispatch, self.origin_hash, counter, pack(fmt, *values))
-        except BaseException:
-            # Invalid arguments: give the counter back unless another writer took one.
-            with self._counter_lock:
-                if state.app_seq == counter + 1:
-                    state.app_seq = counter
-            raise
-        return self._append(payload)
 
     def store(
         self,
@@ -269,19 +200,9 @@ class MemoriesAdapter:
     # -- reads -----------------------------------------------------------------------
 
     @property
-    def adapter(self) -> CortexAdapter[MemoriesState]:
-        """The underlying generic adapter (watermarks, changes, errors)."""
-        return self._adapter
-
-    @property
     def memories(self) -> dict[int, Memory]:
         """The folded memories by id (live view: do not mutate)."""
         return self._adapter.state.memories
-
-    @property
-    def app_seq(self) -> int:
-        """The counter the next write of this adapter stamps into ``seq_or_ts``."""
-        return self._adapter.state.app_seq
 
     def count(self) -> int:
         """Number of memories."""
@@ -442,40 +363,6 @@ class MemoriesAdapter:
         )
         current = query()
         return list(current), Watch(self._adapter, query, initial=current)
-
-    # -- progress, snapshots, lifecycle ----------------------------------------------
-
-    async def wait_for_seq(self, seq: int, timeout: float | None = None) -> None:
-        """See :meth:`CortexAdapter.wait_for_seq`."""
-        await self._adapter.wait_for_seq(seq, timeout)
-
-    async def wait_for_applied_seq(self, seq: int, timeout: float | None = None) -> None:
-        """See :meth:`CortexAdapter.wait_for_applied_seq`."""
-        await self._adapter.wait_for_applied_seq(seq, timeout)
-
-    @property
-    def is_running(self) -> bool:
-        """Whether the fold task is running."""
-        return self._adapter.is_running
-
-    @property
-    def fold_errors(self) -> int:
-        """Events skipped because they failed to decode or apply."""
-        return self._adapter.fold_errors
-
-    def snapshot(self) -> Snapshot:
-        """The state (reference snapshot bytes) and its strict-prefix watermark."""
-        return self._adapter.snapshot()
-
-    def close(self) -> None:
-        """Stop the fold (idempotent); the state stays readable, the file stays open."""
-        self._adapter.close()
-
-    def __repr__(self) -> str:
-        return (
-            f"MemoriesAdapter(origin_hash={self.origin_hash:#018x}, count={self.count()}, "
-            f"running={self.is_running})"
-        )
 
 
 @final

@@ -16,16 +16,14 @@ plus one, so a reopened adapter never reuses a counter value.
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import AsyncIterator, Collection
-from contextlib import asynccontextmanager
-from typing import Any, Final, final
+from collections.abc import Collection
+from typing import Final, final
 
 import attrs
 import xxhash
 
-from net_core.cortex._adapter import CortexAdapter, CortexAdapterConfig, CortexEvent, Fold
+from net_core.cortex._adapter import CortexAdapter, CortexEvent, Fold
 from net_core.cortex._codec import (
     Task,
     TaskSnapshot,
@@ -33,19 +31,17 @@ from net_core.cortex._codec import (
     decode_task_snapshot,
     encode_task_snapshot,
 )
-from net_core.cortex._errors import AdapterClosedError, SnapshotDecodeError
+from net_core.cortex._errors import SnapshotDecodeError
 from net_core.cortex._meta import (
     DISPATCH_TASK_COMPLETED,
     DISPATCH_TASK_CREATED,
     DISPATCH_TASK_DELETED,
     DISPATCH_TASK_RENAMED,
-    seal,
 )
-from net_core.cortex._pcstruct import c_kernel, make_record, pack, unpack_from
+from net_core.cortex._model import ModelAdapter
+from net_core.cortex._pcstruct import c_kernel, make_record, unpack_from
 from net_core.cortex._query import Watch, check_bounds, order_and_limit, parse_order_by
-from net_core.cortex._snapshot import Snapshot
 from net_core.errors import DecodeError
-from net_core.redex import Redex, RedexFileConfig
 
 __all__ = ["TASKS_CHANNEL", "TasksAdapter", "TasksFold", "TasksState"]
 
@@ -167,7 +163,7 @@ def _status(value: TaskStatus | str | None) -> TaskStatus | None:
 
 
 @final
-class TasksAdapter:
+class TasksAdapter(ModelAdapter[TasksState]):
     """Tasks over a RedEX channel: writes, folded state, queries and watches.
 
     Open with :meth:`open` or :meth:`open_from_snapshot` (async context managers); the
@@ -179,77 +175,17 @@ class TasksAdapter:
             print(tasks.list_tasks(status="pending"))
     """
 
-    def __init__(self, adapter: CortexAdapter[TasksState], origin_hash: int) -> None:
-        self._adapter = adapter
-        self._state = adapter.state
-        self._append = adapter.file.append
-        self._counter_lock = threading.Lock()
-        self.origin_hash = origin_hash
-        """The producer id stamped into this adapter's events."""
+    channel = TASKS_CHANNEL
 
     @classmethod
-    @asynccontextmanager
-    async def open(
-        cls,
-        redex: Redex,
-        origin_hash: int,
-        *,
-        persistent: bool = False,
-        file_config: RedexFileConfig | None = None,
-        config: CortexAdapterConfig | None = None,
-    ) -> AsyncIterator[TasksAdapter]:
-        """Open ``cortex/tasks`` in ``redex`` and fold it from the beginning."""
-        file = redex.open_file(TASKS_CHANNEL, _file_config(persistent, file_config))
-        cfg = attrs.evolve(config or CortexAdapterConfig(), origin_hash=origin_hash)
-        async with CortexAdapter.open(file, TasksFold(origin_hash), TasksState(), cfg) as a:
-            yield cls(a, origin_hash)
+    def _fold(cls, origin_hash: int) -> TasksFold:
+        return TasksFold(origin_hash)
 
     @classmethod
-    @asynccontextmanager
-    async def open_from_snapshot(
-        cls,
-        redex: Redex,
-        origin_hash: int,
-        snapshot: Snapshot,
-        *,
-        persistent: bool = False,
-        file_config: RedexFileConfig | None = None,
-        config: CortexAdapterConfig | None = None,
-    ) -> AsyncIterator[TasksAdapter]:
-        """Restore ``snapshot`` (see :meth:`CortexAdapter.open_from_snapshot`) and fold
-        the events after it. A reference snapshot ``(bytes, last_seq)`` restores as
-        ``Snapshot("cortex/tasks", 1, last_seq, bytes)``."""
-        file = redex.open_file(TASKS_CHANNEL, _file_config(persistent, file_config))
-        cfg = attrs.evolve(config or CortexAdapterConfig(), origin_hash=origin_hash)
-        async with CortexAdapter.open_from_snapshot(
-            file, TasksFold(origin_hash), snapshot, TasksState, cfg
-        ) as a:
-            yield cls(a, origin_hash)
+    def _initial_state(cls) -> TasksState:
+        return TasksState()
 
     # -- writes ----------------------------------------------------------------------
-
-    def _ingest(self, op: str, dispatch: int, fmt: str, *values: Any) -> int:
-        if self._adapter._closed:
-            raise AdapterClosedError(op)
-        state = self._state
-        # The counter is taken under a lock so that writers on several threads never
-        # share a value; it is never rolled back once the append was tried (a failed
-        # append leaves a gap, as in the reference).
-        with self._counter_lock:
-            counter = state.app_seq
-            state.app_seq = counter + 1
-        try:
-            if _c_seal is not None:
-                payload = _c_seal(dispatch, 0, self.origin_hash, counter, _xxh3, fmt, *values)
-            else:
-                payload = seal(dispatch, self.origin_hash, counter, pack(fmt, *values))
-        except BaseException:
-            # Invalid arguments: give the counter back unless another writer took one.
-            with self._counter_lock:
-                if state.app_seq == counter + 1:
-                    state.app_seq = counter
-            raise
-        return self._append(payload)
 
     def create(self, task_id: int, title: str, now_ns: int | None = None) -> int:
         """Create (or fully reset) a pending task; returns the RedEX seq."""
@@ -264,9 +200,7 @@ class TasksAdapter:
         try:
             payload = _c_seal(1, 0, self.origin_hash, counter, _xxh3, "usu", task_id, title, now)
         except BaseException:
-            with self._counter_lock:
-                if state.app_seq == counter + 1:
-                    state.app_seq = counter
+            self._give_back(counter)
             raise
         return self._append(payload)
 
@@ -287,19 +221,9 @@ class TasksAdapter:
     # -- reads -----------------------------------------------------------------------
 
     @property
-    def adapter(self) -> CortexAdapter[TasksState]:
-        """The underlying generic adapter (watermarks, changes, errors)."""
-        return self._adapter
-
-    @property
     def tasks(self) -> dict[int, Task]:
         """The folded tasks by id (live view: do not mutate)."""
         return self._adapter.state.tasks
-
-    @property
-    def app_seq(self) -> int:
-        """The counter the next write of this adapter stamps into ``seq_or_ts``."""
-        return self._adapter.state.app_seq
 
     def count(self) -> int:
         """Number of tasks."""
@@ -440,40 +364,6 @@ class TasksAdapter:
         current = query()
         return list(current), Watch(self._adapter, query, initial=current)
 
-    # -- progress, snapshots, lifecycle ----------------------------------------------
-
-    async def wait_for_seq(self, seq: int, timeout: float | None = None) -> None:
-        """See :meth:`CortexAdapter.wait_for_seq`."""
-        await self._adapter.wait_for_seq(seq, timeout)
-
-    async def wait_for_applied_seq(self, seq: int, timeout: float | None = None) -> None:
-        """See :meth:`CortexAdapter.wait_for_applied_seq`."""
-        await self._adapter.wait_for_applied_seq(seq, timeout)
-
-    @property
-    def is_running(self) -> bool:
-        """Whether the fold task is running."""
-        return self._adapter.is_running
-
-    @property
-    def fold_errors(self) -> int:
-        """Events skipped because they failed to decode or apply."""
-        return self._adapter.fold_errors
-
-    def snapshot(self) -> Snapshot:
-        """The state (reference snapshot bytes) and its strict-prefix watermark."""
-        return self._adapter.snapshot()
-
-    def close(self) -> None:
-        """Stop the fold (idempotent); the state stays readable, the file stays open."""
-        self._adapter.close()
-
-    def __repr__(self) -> str:
-        return (
-            f"TasksAdapter(origin_hash={self.origin_hash:#018x}, count={self.count()}, "
-            f"running={self.is_running})"
-        )
-
 
 @final
 class _TaskQuery:
@@ -543,11 +433,3 @@ class _TaskQuery:
                 if (ua is None or t.updated_ns >= ua) and (ub is None or t.updated_ns <= ub)
             ]
         return order_and_limit(candidates, self.order, self.limit)
-
-
-def _file_config(persistent: bool, config: RedexFileConfig | None) -> RedexFileConfig:
-    if config is None:
-        return RedexFileConfig(persistent=persistent)
-    if persistent and not config.persistent:
-        return attrs.evolve(config, persistent=True)
-    return config
