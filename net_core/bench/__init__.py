@@ -29,6 +29,7 @@ from net_core.bench._harness import (
     format_table,
     load_reference,
 )
+from net_core.bench._mesh import run_mesh_suite
 from net_core.bench._redex import run_redex_suite
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "load_reference",
     "run_bus_suite",
     "run_cortex_suite",
+    "run_mesh_suite",
     "run_redex_suite",
 ]
 
@@ -60,6 +62,7 @@ class SuiteRunner(Protocol):
 SUITES: Final[Mapping[str, SuiteRunner]] = {
     "bus": run_bus_suite,
     "cortex": run_cortex_suite,
+    "mesh": run_mesh_suite,
     "redex": run_redex_suite,
 }
 
