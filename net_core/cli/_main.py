@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 
 from net_core._version import __version__
-from net_core.cli import _bench, _bus, _cortex, _demo, _identity, _plugins, _redex
+from net_core.cli import _bench, _bus, _cortex, _demo, _identity, _mesh, _plugins, _redex
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     _redex.register(subparsers)
     _cortex.register(subparsers)
     _identity.register(subparsers)
+    _mesh.register(subparsers)
     _bench.register(subparsers)
     return parser
 
