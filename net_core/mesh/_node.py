@@ -795,6 +795,10 @@ class MeshNode:
                 raise StreamBackpressureError(cost, window.remaining, sent_events, packets)
             seq = state.tx_seq
             state.tx_seq += 1
+            # Committed before the datagram leaves: the receiver's grant for it may be
+            # processed (by the receive task) before the send call returns, and a grant
+            # only counts bytes already committed.
+            window.commit(cost)
             try:
                 datagram = peer.session.seal(
                     NetHeader(
@@ -808,11 +812,10 @@ class MeshNode:
                 )
                 await self._send_raw(datagram, peer.address)
             except BaseException:
-                window.refund(cost)
+                window.uncommit(cost)
                 if state.tx_seq == seq + 1:
                     state.tx_seq = seq
                 raise
-            window.commit(cost)
             now = _now()
             if state.sender is not None:
                 state.sender.track(seq, payloads, cost, now)

@@ -125,8 +125,19 @@ class StreamSendWindow:
             raise MeshBackpressureError(cost, self._remaining)
 
     def commit(self, cost: int) -> None:
-        """The packet whose ``cost`` was acquired left the socket."""
+        """The packet whose ``cost`` was acquired is being sent.
+
+        Commit *before* handing the datagram to the socket: a receiver may answer (and
+        its grant be processed) before the send call returns, and a grant is clamped to
+        the bytes committed so far. :meth:`uncommit` undoes it when the send fails.
+        """
         self._tx_bytes_sent = min(self._tx_bytes_sent + cost, _U64_MAX)
+
+    def uncommit(self, cost: int) -> None:
+        """The committed packet of ``cost`` never left: take it out of ``tx_bytes_sent``
+        (no grant can cover it) and give the credit back."""
+        self._tx_bytes_sent = max(self._tx_bytes_sent - cost, self._max_consumed_seen, 0)
+        self.refund(cost)
 
     def refund(self, cost: int) -> None:
         """The packet whose ``cost`` was acquired was not sent: give the credit back."""
