@@ -99,6 +99,8 @@ from net_core.mesh._routing import DatagramKind, classify_datagram
 from net_core.mesh._session import HandshakeRole, MeshSession
 from net_core.mesh._stream import (
     SEND_BLOCKING_RETRIES,
+    SEND_RETRY_CAP,
+    SEND_RETRY_INITIAL,
     MeshEvent,
     MeshStream,
     Reliability,
@@ -106,7 +108,6 @@ from net_core.mesh._stream import (
     _Credit,
     _Inbox,
     _StreamState,
-    retry_delays,
 )
 from net_core.mesh._transport import (
     Address,
@@ -841,7 +842,9 @@ class MeshNode:
         sent; re-raises the last :class:`StreamBackpressureError` when retries run out."""
         remaining: Sequence[bytes | bytearray | memoryview] = events
         packets = 0
-        delays = retry_delays(max_retries)
+        # The delays of retry_delays(max_retries), computed as we go: send_blocking asks
+        # for 4096 retries and must not pay for a list of them on every call.
+        delay = SEND_RETRY_INITIAL
         attempt = 0
         while True:
             try:
@@ -849,11 +852,12 @@ class MeshNode:
             except StreamBackpressureError as exc:
                 remaining = remaining[exc.events_sent :]
                 packets += exc.packets_sent
-                if attempt >= len(delays):
+                if attempt >= max_retries:
                     raise
                 _, state = self._live_peer(stream)
-                with anyio.move_on_after(delays[attempt]):
+                with anyio.move_on_after(delay):
                     await state.credit_changed.wait()
+                delay = min(delay * 2, SEND_RETRY_CAP)
                 attempt += 1
 
     async def send_blocking(

@@ -41,8 +41,8 @@ __all__ = [
     "StreamStats",
 ]
 
-_SEND_RETRY_INITIAL: Final = 0.005
-_SEND_RETRY_CAP: Final = 0.2
+SEND_RETRY_INITIAL: Final = 0.005
+SEND_RETRY_CAP: Final = 0.2
 SEND_BLOCKING_RETRIES: Final = 4096
 
 
@@ -273,8 +273,8 @@ class MeshStream:
 def retry_delays(max_retries: int) -> list[float]:
     """The waits of ``send_with_retry``: 5 ms doubling, capped at 200 ms."""
     out: list[float] = []
-    delay = _SEND_RETRY_INITIAL
+    delay = SEND_RETRY_INITIAL
     for _ in range(max_retries):
         out.append(delay)
-        delay = min(delay * 2, _SEND_RETRY_CAP)
+        delay = min(delay * 2, SEND_RETRY_CAP)
     return out
