@@ -11,6 +11,8 @@ Rust nodes form one mesh. Facts: ``docs/formats.md`` ("Mesh wire format").
 * fixed shapes: :class:`StreamWindowGrant`, :class:`NackPayload`, :class:`NatKeepalive`
   (``_control``); the 18-byte :class:`RoutingHeader` and :func:`classify_datagram`
   (``_routing``); the 72-byte :class:`EnhancedPingwave` (``_pingwave``);
+* the :class:`RoutingTable` of :class:`Route` (``_routes``): direct routes, distance-vector
+  offers from pingwaves, staleness, reroute on failure, split horizon;
 * the ``Noise_NKpsk0_25519_ChaChaPoly_BLAKE2s`` machines :class:`NoiseInitiator` /
   :class:`NoiseResponder` (``_noise``) and the mesh handshake on top of them,
   :class:`HandshakeInitiator` / :class:`HandshakeResponder`, direct and routed
@@ -161,6 +163,13 @@ from net_core.mesh._reliable import (
     ReliableSender,
 )
 from net_core.mesh._replay import MAX_FORWARD, REPLAY_WINDOW_BITS, ReplayWindow
+from net_core.mesh._routes import (
+    DIRECT_METRIC,
+    MAX_ALTERNATES,
+    MAX_METRIC,
+    Route,
+    RoutingTable,
+)
 from net_core.mesh._routing import (
     DEFAULT_HANDSHAKE_TTL,
     MAX_HOPS,
@@ -217,6 +226,7 @@ __all__ = [
     "DEFAULT_STREAM_WINDOW_BYTES",
     "DIRECT_HANDSHAKE_DATAGRAM_SIZE",
     "DIRECT_HANDSHAKE_MESSAGE_SIZE",
+    "DIRECT_METRIC",
     "FEEDBACK_SUBPROTOCOL",
     "FRAME_PREFIX_SIZE",
     "GRANT_QUARANTINE_NS",
@@ -225,9 +235,11 @@ __all__ = [
     "KEEPALIVE_MAGIC",
     "KEEPALIVE_SIZE",
     "MAGIC",
+    "MAX_ALTERNATES",
     "MAX_EVENTS_PER_PACKET",
     "MAX_FORWARD",
     "MAX_HOPS",
+    "MAX_METRIC",
     "MAX_PACKET_SIZE",
     "MAX_PAYLOAD_SIZE",
     "MAX_REORDER_PACKETS",
@@ -308,9 +320,11 @@ __all__ = [
     "ReliableSender",
     "ReplayWindow",
     "RotationDecision",
+    "Route",
     "RoutingFlags",
     "RoutingHeader",
     "RoutingHeaderDecodeError",
+    "RoutingTable",
     "SessionKeys",
     "StreamBackpressureError",
     "StreamConfigError",
