@@ -36,8 +36,33 @@ Peer and session changes are published as :class:`PeerEvent` on :meth:`MeshNode.
 Streams: see :mod:`net_core.mesh._stream` (handles, queues, credit on consumption) and
 :mod:`net_core.mesh._reliable` (the reliable-stream guarantee).
 
-Not here yet: the routing table, pingwave distance-vector routes, relaying and routed
-handshakes (``mesh.md`` §3.6); routed datagrams and pingwaves are counted and dropped.
+Routing (``mesh.md`` §3.4, §3.6; :mod:`net_core.mesh._routes`). Every direct session
+installs a direct route (metric 1). Each heartbeat round builds **one** pingwave (same
+bytes, same seq for every peer) and sends it to every direct peer right after that
+peer's heartbeat. A received pingwave is used only from a registered direct peer, never
+our own, and never at ``hop_count >= MAX_HOPS``; it offers the route origin-via-sender at
+metric ``hop_count + 2``, is de-duplicated on (origin, seq) for 10 s, and, while its ttl
+lasts, is forwarded (ttl - 1, hop + 1) to every direct peer except the sender, our next
+hop towards its origin (split horizon) and peers the failure detector holds FAILED (our
+"partitioned" peers). Routes older than 3 x ``session_timeout`` are ignored and swept
+each round. When a direct peer becomes FAILED its routes move to an alternate (or any
+other live direct peer); they come back when it recovers, and go when it is evicted.
+
+Relaying: a routed datagram (18-byte routing header + an end-to-end encrypted packet)
+for another node is forwarded with ttl - 1 / hop + 1 to the direct peer our route names;
+it is dropped and counted at ttl 0, without a route, when it would bounce straight back,
+or when it does not come from a direct peer (we are not an open relay). A routed packet
+for us is opened with the session its inner session id names (routed heartbeats
+included: the reference drops those, we count them as liveness).
+
+Routed handshakes: :meth:`MeshNode.connect_via` sends a routed msg1 (carrying our node id)
+through a relay; the session is installed with the relay as its address and its traffic
+travels behind a routing header (ttl 8) to our current next hop towards the peer (the
+relay when we have no route). The responder side answers routed msg1 from expected node
+ids only and takes the rotation decision (:func:`~net_core.mesh.decide_rotation`) and
+installs the session with no await in between (atomic per peer): a replayed msg1 is
+dropped, and a routed msg1 that would replace a live session whose remote static differs
+is refused while that session is inside its idle window (``session_timeout``).
 """
 
 from __future__ import annotations
@@ -47,7 +72,7 @@ import enum
 import logging
 import os
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Final, final
 
@@ -64,6 +89,7 @@ from net_core.mesh._errors import (
     CounterExhaustedError,
     HandshakeAuthError,
     HandshakeError,
+    HandshakeIdentityError,
     HandshakeReplayError,
     MeshDecodeError,
     MeshEncodeError,
@@ -76,6 +102,7 @@ from net_core.mesh._handshake import (
     HandshakeReplayGuard,
     HandshakeResponder,
     HandshakeResult,
+    decode_handshake_packet,
 )
 from net_core.mesh._header import (
     CONTROL_STREAM_ID,
@@ -93,9 +120,19 @@ from net_core.mesh._node_errors import (
 )
 from net_core.mesh._noise import x25519_public_key
 from net_core.mesh._pingwave import EnhancedPingwave
+from net_core.mesh._rekey import ExistingSession, RotationDecision, decide_rotation
 from net_core.mesh._reliable import FEEDBACK_SUBPROTOCOL, ReliableReceiver, ReliableSender
 from net_core.mesh._replay import ReplayWindow
-from net_core.mesh._routing import DatagramKind, classify_datagram
+from net_core.mesh._routes import Route, RoutingTable
+from net_core.mesh._routing import (
+    MAX_HOPS,
+    ROUTED_DATA_TTL,
+    DatagramKind,
+    RoutingHeader,
+    classify_datagram,
+    routing_id,
+    split_routed,
+)
 from net_core.mesh._session import HandshakeRole, MeshSession
 from net_core.mesh._stream import (
     SEND_BLOCKING_RETRIES,
@@ -139,6 +176,8 @@ _U64: Final = 2**64 - 1
 _NS: Final = 1_000_000_000
 _RELIABLE_FLAGS: Final = PacketFlags.RELIABLE | PacketFlags.NACK
 _PEER_EVENT_LIMIT: Final = 4096
+_PINGWAVE_DEDUP_NS: Final = 10 * _NS
+_PINGWAVE_DEDUP_LIMIT: Final = 65536
 
 
 def _key32(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -260,6 +299,9 @@ class PeerInfo:
     established_ns: int
     last_heard_ns: int
     streams: int
+    routed: bool = False
+    """True for a session through a relay (:meth:`MeshNode.connect_via`, or a routed
+    handshake we answered); its packets travel behind a routing header."""
 
 
 @final
@@ -285,6 +327,13 @@ class NodeStats:
     pingwaves_received: int
     evictions: int
     drops: dict[str, int]
+    pingwaves_sent: int = 0
+    pingwaves_forwarded: int = 0
+    routed_received: int = 0
+    """Routed datagrams addressed to us."""
+    routed_forwarded: int = 0
+    """Routed datagrams we relayed to another node."""
+    routes: int = 0
 
 
 @attrs.define(slots=True, eq=False)
@@ -302,11 +351,14 @@ class _Peer:
     epochs: int = 0
     alive: bool = True
     alternates: list[MeshSession] = attrs.field(factory=list)
+    routed: bool = False
+    route_prefix: bytes = b""
 
 
 @attrs.define(slots=True, eq=False)
 class _PendingConnect:
     initiator: HandshakeInitiator
+    relay: Address | None = None
     done: anyio.Event = attrs.field(factory=anyio.Event)
     result: HandshakeResult | None = None
     failed: bool = False
@@ -349,6 +401,10 @@ class MeshNode:
         self._allowed: set[int] = set()
         self._accepting: dict[int, list[anyio.Event]] = {}
         self._pending: dict[Address, list[_PendingConnect]] = {}
+        self._pending_routed: dict[int, list[_PendingConnect]] = {}
+        self._routes = RoutingTable(int(3 * config.session_timeout * _NS))
+        self._pingwave_seq = 0
+        self._seen_pingwaves: OrderedDict[tuple[int, int], int] = OrderedDict()
         self._detector = FailureDetector(
             int(config.session_timeout * _NS),
             suspicion_threshold=config.suspicion_threshold,
@@ -378,6 +434,10 @@ class MeshNode:
                 "retransmits",
                 "pingwaves_received",
                 "evictions",
+                "pingwaves_sent",
+                "pingwaves_forwarded",
+                "routed_received",
+                "routed_forwarded",
             ),
             0,
         )
@@ -413,10 +473,11 @@ class MeshNode:
         self._peers.clear()
         self._inbox.close()
         self._peer_events.close()
-        for waiters in self._pending.values():
-            for waiter in waiters:
-                waiter.failed = True
-                waiter.done.set()
+        for pending in (self._pending, self._pending_routed):
+            for waiters in pending.values():
+                for waiter in waiters:
+                    waiter.failed = True
+                    waiter.done.set()
         for events in self._accepting.values():
             for event in events:
                 event.set()
@@ -461,6 +522,11 @@ class MeshNode:
             pingwaves_received=c["pingwaves_received"],
             evictions=c["evictions"],
             drops=dict(self._drops),
+            pingwaves_sent=c["pingwaves_sent"],
+            pingwaves_forwarded=c["pingwaves_forwarded"],
+            routed_received=c["routed_received"],
+            routed_forwarded=c["routed_forwarded"],
+            routes=len(self._routes),
         )
 
     # -- peers -------------------------------------------------------------------------
@@ -484,7 +550,17 @@ class MeshNode:
             established_ns=peer.established_ns,
             last_heard_ns=peer.last_rx_ns,
             streams=sum(1 for s in peer.streams.values() if s.is_open),
+            routed=peer.routed,
         )
+
+    def routes(self) -> list[Route]:
+        """The routing table: one route per destination (stale ones included, see
+        ``updated_ns``), sorted by destination node id."""
+        return self._routes.routes()
+
+    def route(self, node_id: int) -> Route | None:
+        """The live route to ``node_id`` (None when there is none or it went stale)."""
+        return self._routes.lookup(node_id, _now())
 
     def peer_events(self) -> AsyncIterator[PeerEvent]:
         """Iterate peer/session changes as they happen (ends when the node closes).
@@ -591,6 +667,66 @@ class MeshNode:
             f"handshake with node {peer_node_id:#x} at {addr!r} failed after {attempts} attempts"
         )
 
+    async def connect_via(
+        self,
+        relay: Address,
+        peer_public_key: bytes,
+        peer_node_id: int,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - per attempt, not a call deadline
+        retries: int | None = None,
+    ) -> PeerInfo:
+        """Handshake through the relay at ``relay`` with a node we have no direct path
+        to; return the new (routed) peer.
+
+        msg1 travels behind a routing header (ttl 16) and carries our node id; the relay
+        forwards it along its routes and the answer comes back the same way. The session
+        is end-to-end: relays never see its keys. Its packets then go to our current next
+        hop towards the peer (learned from pingwaves), else to ``relay``. Retries and
+        errors as :meth:`connect`.
+        """
+        self._check_open()
+        if len(peer_public_key) != 32:
+            raise ValueError(f"peer_public_key must be 32 bytes, got {len(peer_public_key)}")
+        if peer_node_id == self.node_id:
+            raise ValueError("connect_via to our own node id")
+        relay = self._normalize(relay)
+        key = routing_id(peer_node_id)
+        attempts = retries if retries is not None else self.config.handshake_retries
+        wait = timeout if timeout is not None else self.config.handshake_timeout
+        for attempt in range(1, attempts + 1):
+            initiator = HandshakeInitiator(
+                local_node_id=self.node_id,
+                peer_node_id=peer_node_id,
+                peer_static_public=bytes(peer_public_key),
+                psk=self.config.psk,
+                routed=True,
+            )
+            waiter = _PendingConnect(initiator, relay=relay)
+            self._pending_routed.setdefault(key, []).append(waiter)
+            try:
+                self._counters["handshakes_initiated"] += 1
+                await self._send_raw(initiator.packet1(), relay)
+                with anyio.move_on_after(wait):
+                    await waiter.done.wait()
+            finally:
+                waiters = self._pending_routed.get(key, [])
+                if waiter in waiters:
+                    waiters.remove(waiter)
+                if not waiters:
+                    self._pending_routed.pop(key, None)
+            self._check_open()
+            if waiter.result is not None:
+                peer = self._peers.get(peer_node_id)
+                if peer is not None:
+                    return self._info(peer)
+            if attempt < attempts:
+                await anyio.sleep(0.1 * attempt)
+        raise HandshakeTimeoutError(
+            f"routed handshake with node {peer_node_id:#x} via {relay!r} failed after "
+            f"{attempts} attempts"
+        )
+
     async def disconnect(self, peer_node_id: int) -> bool:
         """Forget the session with ``peer_node_id`` locally (its streams end); True if
         there was one. The peer is not told; it will evict us by silence."""
@@ -601,7 +737,7 @@ class MeshNode:
         self._remove_peer(peer, PeerEventKind.EVICTED)
         return True
 
-    def _install(self, result: HandshakeResult, addr: Address) -> _Peer:
+    def _install(self, result: HandshakeResult, addr: Address, *, routed: bool = False) -> _Peer:
         now = _now()
         old = self._peers.get(result.peer_node_id)
         peer = _Peer(
@@ -613,6 +749,12 @@ class MeshNode:
             initiator_ephemeral=result.initiator_ephemeral,
             established_ns=now,
             last_rx_ns=now,
+            routed=routed,
+            route_prefix=RoutingHeader(
+                routing_id(self.node_id), result.peer_node_id, ROUTED_DATA_TTL
+            ).encode()
+            if routed
+            else b"",
         )
         if (
             old is not None
@@ -629,7 +771,12 @@ class MeshNode:
             if self._by_addr.get(old.address) == old.node_id:
                 del self._by_addr[old.address]
         self._peers[peer.node_id] = peer
-        self._by_addr[addr] = peer.node_id
+        if routed:
+            if old is not None and not old.routed:  # no longer a direct peer
+                self._routes.remove_next_hop(old.node_id)
+        else:
+            self._by_addr[addr] = peer.node_id
+            self._routes.add_direct(peer.node_id, now)
         self._known.add(peer.node_id)
         self._detector.remove(peer.node_id)
         self._detector.heartbeat(peer.node_id, now)
@@ -653,6 +800,8 @@ class MeshNode:
         if self._by_addr.get(peer.address) == peer.node_id:
             del self._by_addr[peer.address]
         self._detector.remove(peer.node_id)
+        if not peer.routed:
+            self._routes.remove_next_hop(peer.node_id)
         self._end_peer(peer)
         self._emit(kind, peer)
 
@@ -665,10 +814,29 @@ class MeshNode:
     async def _send_to_peer(self, peer: _Peer, datagram: bytes) -> bool:
         """Send a sealed datagram; False when the transport is gone."""
         try:
-            await self._send_raw(datagram, peer.address)
+            if peer.routed:
+                await self._send_raw(peer.route_prefix + datagram, self._routed_address(peer))
+            else:
+                await self._send_raw(datagram, peer.address)
         except Exception:  # the node is shutting down or the transport broke
             return False
         return True
+
+    def _next_hop_address(self, destination: int) -> Address | None:
+        """The address of the live direct peer our route to ``destination`` names."""
+        hop = self._routes.next_hop(destination, _now())
+        if hop is None:
+            return None
+        peer = self._peers.get(hop)
+        if peer is None or peer.routed or not peer.alive:
+            return None
+        return peer.address
+
+    def _routed_address(self, peer: _Peer) -> Address:
+        """Where a routed peer's packets go: our next hop towards it, else the relay or
+        upstream it was last heard through."""
+        address = self._next_hop_address(peer.node_id)
+        return peer.address if address is None else address
 
     def _live_peer(self, stream: MeshStream) -> tuple[_Peer, _StreamState]:
         self._check_open()
@@ -811,7 +979,10 @@ class MeshNode:
                     ),
                     encode_events(payloads),
                 )
-                await self._send_raw(datagram, peer.address)
+                if peer.routed:
+                    await self._send_raw(peer.route_prefix + datagram, self._routed_address(peer))
+                else:
+                    await self._send_raw(datagram, peer.address)
             except BaseException:
                 window.uncommit(cost)
                 if state.tx_seq == seq + 1:
@@ -1000,10 +1171,9 @@ class MeshNode:
             else:
                 await self._on_packet(header, data, addr)
         elif kind is DatagramKind.PINGWAVE:
-            EnhancedPingwave.decode(data)
-            self._counters["pingwaves_received"] += 1
+            await self._on_pingwave(EnhancedPingwave.decode(data), addr)
         elif kind is DatagramKind.ROUTED:
-            self._drop("routed_unsupported")
+            await self._on_routed(data, addr)
         elif kind is DatagramKind.KEEPALIVE:
             self._drop("keepalive")
         else:
@@ -1049,6 +1219,170 @@ class MeshNode:
             return
         self._drop("handshake_auth")
 
+    def _direct_peer_at(self, addr: Address) -> _Peer | None:
+        node_id = self._by_addr.get(addr)
+        if node_id is None:
+            return None
+        peer = self._peers.get(node_id)
+        if peer is None or peer.routed or not peer.alive:
+            return None
+        return peer
+
+    async def _on_pingwave(self, pingwave: EnhancedPingwave, addr: Address) -> None:
+        self._counters["pingwaves_received"] += 1
+        origin = pingwave.origin_node_id
+        if origin == self.node_id:
+            self._drop("pingwave_own")
+            return
+        if pingwave.hop_count >= MAX_HOPS:
+            self._drop("pingwave_hop_limit")
+            return
+        sender = self._direct_peer_at(addr)
+        if sender is None:
+            self._drop("pingwave_not_peer")
+            return
+        now = _now()
+        self._routes.add_route_with_metric(origin, sender.node_id, pingwave.hop_count + 2, now)
+        key = (origin, pingwave.seq)
+        seen = self._seen_pingwaves
+        expiry = seen.get(key)
+        if expiry is not None and expiry > now:
+            self._drop("pingwave_duplicate")
+            return
+        seen.pop(key, None)
+        seen[key] = now + _PINGWAVE_DEDUP_NS
+        if len(seen) > _PINGWAVE_DEDUP_LIMIT:
+            seen.popitem(last=False)
+        forwarded = pingwave.forwarded()
+        if forwarded is None:
+            return
+        horizon = self._routes.split_horizon(origin, sender.node_id, now)
+        # snapshot before awaiting: the peer dict may change under the sends
+        targets = [
+            p.address
+            for p in self._peers.values()
+            if p.alive
+            and not p.routed
+            and p.node_id not in horizon
+            and p.node_id != origin
+            and self._detector.status(p.node_id) is not PeerStatus.FAILED
+        ]
+        if not targets:
+            return
+        wire = forwarded.encode()
+        for address in targets:
+            try:
+                await self._send_raw(wire, address)
+            except Exception:
+                if self._closed:
+                    return
+                self._drop("transport_error")
+                continue
+            self._counters["pingwaves_forwarded"] += 1
+
+    async def _on_routed(self, data: bytes, addr: Address) -> None:
+        route, inner = split_routed(data)
+        if route.dest_id == self.node_id:
+            self._counters["routed_received"] += 1
+            header = NetHeader.decode(memoryview(inner)[:HEADER_SIZE])
+            if header.is_handshake:
+                await self._on_routed_handshake(route, inner, addr)
+            else:
+                await self._on_packet(header, inner, addr, routed=True)
+            return
+        forwarded = route.forwarded()
+        if forwarded is None:
+            self._drop("routed_ttl_expired")
+            return
+        if self._direct_peer_at(addr) is None:
+            self._drop("routed_not_peer")
+            return
+        next_hop = self._next_hop_address(route.dest_id)
+        if next_hop is None:
+            self._drop("routed_no_route")
+            return
+        if next_hop == addr:
+            self._drop("routed_loop")
+            return
+        try:
+            await self._send_raw(forwarded.encode() + inner, next_hop)
+        except Exception:
+            if not self._closed:
+                self._drop("transport_error")
+            return
+        self._counters["routed_forwarded"] += 1
+
+    async def _on_routed_handshake(self, route: RoutingHeader, inner: bytes, addr: Address) -> None:
+        waiters = [w for w in self._pending_routed.get(route.src_id, []) if not w.done.is_set()]
+        for waiter in waiters:
+            try:
+                result = waiter.initiator.finish_packet(inner)
+            except HandshakeError:
+                continue  # not the answer to this attempt
+            relay = waiter.relay if waiter.relay is not None else addr
+            peer = self._install(result, relay, routed=True)
+            waiter.result = result
+            waiter.done.set()
+            await self._send_to_peer(peer, peer.session.heartbeat())  # confirm this attempt
+            return
+        try:
+            message1 = decode_handshake_packet(inner)
+            response = self._responder.respond_routed(message1, src_id=route.src_id)
+        except HandshakeReplayError:
+            self._drop("handshake_replay")
+            return
+        except HandshakeAuthError:
+            self._drop("handshake_auth")
+            return
+        except HandshakeIdentityError:
+            self._drop("handshake_identity")
+            return
+        except (HandshakeError, MeshDecodeError):
+            self._drop("malformed")
+            return
+        result = response.result
+        node_id = result.peer_node_id
+        if node_id == self.node_id or not (
+            node_id in self._accepting
+            or node_id in self._allowed
+            or node_id in self._peers
+            or node_id in self._known
+        ):
+            self._drop("handshake_unexpected")
+            return
+        # Decision and insert with no await in between: atomic per peer.
+        now = _now()
+        existing = self._peers.get(node_id)
+        facts = (
+            None
+            if existing is None or not existing.alive
+            else ExistingSession(
+                existing.remote_static, existing.initiator_ephemeral, existing.last_rx_ns
+            )
+        )
+        decision = decide_rotation(
+            facts,
+            remote_static=result.remote_static,
+            initiator_ephemeral=result.initiator_ephemeral,
+            routed=True,
+            now_ns=now,
+            session_timeout_ns=int(self.config.session_timeout * _NS),
+        )
+        if decision is RotationDecision.DROP_REPLAY:
+            self._drop("handshake_replay")
+            return
+        if decision is RotationDecision.REFUSE_FRESH:
+            self._drop("handshake_refused_fresh")
+            return
+        peer = self._install(result, addr, routed=True)
+        try:
+            await self._send_raw(response.routed_packet(self.node_id), addr)
+        except Exception:
+            if self._peers.get(node_id) is peer:  # roll back what nobody could confirm
+                self._remove_peer(peer, PeerEventKind.EVICTED)
+            if not self._closed:
+                self._drop("transport_error")
+
     def _find_peer(self, header: NetHeader, addr: Address) -> _Peer | None:
         node_id = self._by_addr.get(addr)
         if node_id is not None:
@@ -1064,7 +1398,9 @@ class MeshNode:
                     return peer
         return None
 
-    async def _on_packet(self, header: NetHeader, data: bytes, addr: Address) -> None:
+    async def _on_packet(
+        self, header: NetHeader, data: bytes, addr: Address, *, routed: bool = False
+    ) -> None:
         peer = self._find_peer(header, addr)
         if peer is None:
             self._drop("unknown_session")
@@ -1091,15 +1427,23 @@ class MeshNode:
         transition = self._detector.heartbeat(peer.node_id, now)
         if transition is not None:
             self._emit(PeerEventKind.RECOVERED, peer)
-        if addr != peer.address:  # a path change: re-index the peer
-            if self._by_addr.get(peer.address) == peer.node_id:
-                del self._by_addr[peer.address]
-            peer.address = addr
-            self._by_addr[addr] = peer.node_id
-            self._emit(PeerEventKind.ADDRESS_CHANGED, peer)
+            if not peer.routed:
+                self._routes.restore(peer.node_id, now)
+        if addr != peer.address:
+            if peer.routed:
+                if routed:  # the upstream of a relayed session moved: our fallback path
+                    peer.address = addr
+            elif not routed:  # a path change: re-index the peer
+                if self._by_addr.get(peer.address) == peer.node_id:
+                    del self._by_addr[peer.address]
+                peer.address = addr
+                self._by_addr[addr] = peer.node_id
+                self._emit(PeerEventKind.ADDRESS_CHANGED, peer)
         header = opened.header
         if header.is_heartbeat:
             self._counters["heartbeats_received"] += 1
+            if not peer.routed and not routed:
+                self._routes.add_direct(peer.node_id, now)
             return
         self._counters["packets_received"] += 1
         sub = header.subprotocol_id
@@ -1275,12 +1619,16 @@ class MeshNode:
     async def _heartbeat_round(self) -> None:
         # Snapshot first: the awaits below must not iterate a dict another task mutates.
         targets = [(p, p.address) for p in self._peers.values() if p.alive]
+        pingwave = self._next_pingwave()
         for peer, address in targets:
             if not peer.alive:
                 continue
             try:
                 datagram = peer.session.heartbeat()
-                await self._send_raw(datagram, address)
+                if peer.routed:
+                    await self._send_raw(peer.route_prefix + datagram, self._routed_address(peer))
+                else:
+                    await self._send_raw(datagram, address)
             except CounterExhaustedError:
                 continue
             except Exception:
@@ -1289,9 +1637,35 @@ class MeshNode:
                 self._drop("transport_error")
                 continue
             self._counters["heartbeats_sent"] += 1
+            if peer.routed:
+                continue  # a pingwave is for direct neighbours only
+            try:
+                await self._send_raw(pingwave, address)
+            except Exception:
+                if self._closed:
+                    return
+                self._drop("transport_error")
+                continue
+            self._counters["pingwaves_sent"] += 1
         now = _now()
         await self._refresh_grants(targets, now)
         self._check_liveness(now)
+        self._routes.sweep(now)
+        seen = self._seen_pingwaves
+        while seen:
+            key, expiry = next(iter(seen.items()))
+            if expiry > now:
+                break
+            del seen[key]
+
+    def _next_pingwave(self) -> bytes:
+        """This round's pingwave: one per cycle, the same bytes for every peer."""
+        self._pingwave_seq += 1
+        return EnhancedPingwave(
+            origin_node_id=self.node_id,
+            seq=self._pingwave_seq,
+            origin_timestamp_us=time.time_ns() // 1000,
+        ).encode()
 
     async def _refresh_grants(self, targets: list[tuple[_Peer, Address]], now: int) -> None:
         """Re-send the cumulative grant of every stream that received data recently.
@@ -1323,6 +1697,15 @@ class MeshNode:
                 else PeerEventKind.SUSPECTED
             )
             self._emit(kind, peer)
+            if kind is PeerEventKind.FAILED and not peer.routed:
+                live = [
+                    p.node_id
+                    for p in self._peers.values()
+                    if p.alive
+                    and not p.routed
+                    and self._detector.status(p.node_id) is not PeerStatus.FAILED
+                ]
+                self._routes.reroute(peer.node_id, live, now)
         evict_after = int(self.config.effective_eviction_timeout * _NS)
         for peer in list(self._peers.values()):
             if (

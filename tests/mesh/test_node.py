@@ -303,7 +303,7 @@ async def test_malformed_replayed_and_forged_datagrams_are_counted() -> None:
         assert drops.get("replay") == 1
         assert drops.get("auth") == 1
         assert drops.get("unknown_session") == 1
-        assert drops.get("routed_unsupported") == 1
+        assert drops.get("routed_ttl_expired") == 1
         assert drops.get("unknown_kind", 0) + drops.get("malformed", 0) >= 4
         # the node still works
         await stream.send([b"after"])
