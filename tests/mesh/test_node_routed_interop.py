@@ -40,8 +40,9 @@ def _addr_of(mesh: Any) -> str:
 
 
 def _fmt(node: MeshNode) -> str:
-    host, port = node.local_address  # type: ignore[misc]
-    return f"{host}:{port}"
+    address = node.local_address
+    assert isinstance(address, tuple)
+    return f"{address[0]}:{address[1]}"
 
 
 @asynccontextmanager
