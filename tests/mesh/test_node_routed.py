@@ -290,3 +290,31 @@ async def test_route_listing_type() -> None:
         assert a.peer(b.node_id).routed is False  # type: ignore[union-attr]
         with pytest.raises(ValueError, match="own node id"):
             await a.connect_via("b", b.public_key, a.node_id)
+
+
+async def test_direct_upgrade_of_a_relayed_session() -> None:
+    """a reaches c through b, then connects to c directly: both sides switch to the
+    direct session (address index refreshed) and b stops relaying their traffic."""
+    net = MemoryNetwork()
+    async with _line(net, "a", "b", "c") as (a, b, c):
+        c.allow(a.node_id)
+        await a.connect_via("b", c.public_key, c.node_id)
+        info = await a.connect("c", c.public_key, c.node_id)
+        assert not info.routed
+        assert info.address == "c"
+        await _until(lambda: c.peer(a.node_id) is not None and not c.peer(a.node_id).routed)  # type: ignore[union-attr]
+        peer = c.peer(a.node_id)
+        assert peer is not None
+        assert peer.address == "a"
+        await _until(lambda: _has_route(a, c.node_id, c.node_id, 1))
+        relayed = b.stats().routed_forwarded
+        stream = a.open_stream(c.node_id, 2)
+        await stream.send([b"direct now"])
+        with anyio.fail_after(5):
+            event = await c.receive()
+        assert event.payload == b"direct now"
+        reply = c.open_stream(a.node_id, 2)
+        await reply.send([b"direct too"])
+        with anyio.fail_after(5):
+            assert (await anext(stream.events())).payload == b"direct too"
+        assert b.stats().routed_forwarded == relayed
