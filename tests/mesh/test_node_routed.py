@@ -87,7 +87,6 @@ async def test_pingwaves_build_routes_along_a_line() -> None:
         assert stats.pingwaves_sent > 0
         assert stats.pingwaves_forwarded > 0  # a's and c's pingwaves went through b
         assert stats.routes == 2
-        assert a.stats().drops.get("pingwave_own", 0) >= 0  # counted, never raised
         # without a route there is no peer entry: only a routed handshake makes one
         assert a.peer(c.node_id) is None
 
