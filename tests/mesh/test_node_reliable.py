@@ -93,7 +93,12 @@ async def test_reliable_stream_delivers_everything_in_order_exactly_once(seed: i
         stats = a.stream_stats(b.node_id, 11)
         assert stats is not None
         assert stats.retransmits > 0
-        assert b.stream_stats(a.node_id, 11).duplicates_dropped > 0  # type: ignore[union-attr]
+        # Duplicates reached b and were removed: by the session's replay window (a copy
+        # of a datagram) or by the stream (a spurious retransmission); which one depends
+        # on timing, that some were is certain at 10 % duplication.
+        removed = b.stats().drops.get("replay", 0)
+        removed += b.stream_stats(a.node_id, 11).duplicates_dropped  # type: ignore[union-attr]
+        assert removed > 0
         await anyio.sleep(0.3)
         assert a.stream_stats(b.node_id, 11).unacked_packets == 0  # type: ignore[union-attr]
     assert net.stats.lost > 0
