@@ -250,6 +250,12 @@ class HandshakeReplayGuard:
         if len(self._seen) > self._capacity:
             self._seen.popitem(last=False)
 
+    def forget(self, ephemeral: bytes) -> None:
+        """Forget ``ephemeral``: the session its msg1 created died before the initiator
+        ever used it, so a retransmission of that msg1 must be answered afresh (there is
+        no session left to answer it from)."""
+        self._seen.pop(ephemeral, None)
+
 
 @final
 class HandshakeResponder:

@@ -334,6 +334,9 @@ class NodeStats:
     routed_forwarded: int = 0
     """Routed datagrams we relayed to another node."""
     routes: int = 0
+    handshake_replies_resent: int = 0
+    """Repeated msg1s (initiator retries, network duplicates) answered with the msg2
+    already sent: the handshake stays one session."""
 
 
 @attrs.define(slots=True, eq=False)
@@ -353,6 +356,11 @@ class _Peer:
     alternates: list[MeshSession] = attrs.field(factory=list)
     routed: bool = False
     route_prefix: bytes = b""
+    #: The msg2 we answered this peer's msg1 with (responder side), re-sent when the
+    #: same msg1 arrives again (the initiator's retry, or a network duplicate).
+    handshake_reply: bytes = b""
+    #: An authenticated packet arrived under this peer's current session.
+    confirmed: bool = False
 
 
 @attrs.define(slots=True, eq=False)
@@ -362,6 +370,10 @@ class _PendingConnect:
     done: anyio.Event = attrs.field(factory=anyio.Event)
     result: HandshakeResult | None = None
     failed: bool = False
+
+
+#: Longest pause between two handshake attempts (they grow by 100 ms per attempt).
+_MAX_RETRY_GAP: Final = 1.0
 
 
 def _now() -> int:
@@ -438,6 +450,7 @@ class MeshNode:
                 "pingwaves_forwarded",
                 "routed_received",
                 "routed_forwarded",
+                "handshake_replies_resent",
             ),
             0,
         )
@@ -527,6 +540,7 @@ class MeshNode:
             routed_received=c["routed_received"],
             routed_forwarded=c["routed_forwarded"],
             routes=len(self._routes),
+            handshake_replies_resent=c["handshake_replies_resent"],
         )
 
     # -- peers -------------------------------------------------------------------------
@@ -626,9 +640,11 @@ class MeshNode:
         ``peer_public_key`` and whose id is ``peer_node_id``; return the new peer.
 
         Up to ``retries`` (config ``handshake_retries``) attempts of ``timeout``
-        (``handshake_timeout``) seconds, 100 ms x attempt apart; each attempt uses a
-        fresh ephemeral key. Raises :class:`HandshakeTimeoutError` when no attempt
-        succeeds, :class:`NodeClosedError` when the node closes.
+        (``handshake_timeout``) seconds, 100 ms x attempt apart (at most 1 s); every
+        attempt re-sends the same msg1, and the responder answers a repeat with the msg2
+        it already sent, so retries and network duplicates never split the session.
+        Raises :class:`HandshakeTimeoutError` when no attempt succeeds,
+        :class:`NodeClosedError` when the node closes.
         """
         self._check_open()
         if len(peer_public_key) != 32:
@@ -636,33 +652,38 @@ class MeshNode:
         addr = self._normalize(addr)
         attempts = retries if retries is not None else self.config.handshake_retries
         wait = timeout if timeout is not None else self.config.handshake_timeout
-        for attempt in range(1, attempts + 1):
-            initiator = HandshakeInitiator(
-                local_node_id=self.node_id,
-                peer_node_id=peer_node_id,
-                peer_static_public=bytes(peer_public_key),
-                psk=self.config.psk,
-            )
-            waiter = _PendingConnect(initiator)
-            self._pending.setdefault(addr, []).append(waiter)
-            try:
+        # One handshake per call, its msg1 re-sent on every attempt: the responder answers
+        # a repeat with the same msg2, so however the network delays or duplicates the
+        # attempts, both sides end up with the same (single) session.
+        initiator = HandshakeInitiator(
+            local_node_id=self.node_id,
+            peer_node_id=peer_node_id,
+            peer_static_public=bytes(peer_public_key),
+            psk=self.config.psk,
+        )
+        packet1 = initiator.packet1()
+        waiter = _PendingConnect(initiator)
+        self._pending.setdefault(addr, []).append(waiter)
+        try:
+            for attempt in range(1, attempts + 1):
                 self._counters["handshakes_initiated"] += 1
-                await self._send_raw(initiator.packet1(), addr)
+                await self._send_raw(packet1, addr)
                 with anyio.move_on_after(wait):
                     await waiter.done.wait()
-            finally:
-                waiters = self._pending.get(addr, [])
-                if waiter in waiters:
-                    waiters.remove(waiter)
-                if not waiters:
-                    self._pending.pop(addr, None)
-            self._check_open()
-            if waiter.result is not None:
-                peer = self._peers.get(peer_node_id)
-                if peer is not None:
-                    return self._info(peer)
-            if attempt < attempts:
-                await anyio.sleep(0.1 * attempt)
+                self._check_open()
+                if waiter.result is not None:
+                    peer = self._peers.get(peer_node_id)
+                    if peer is not None:
+                        return self._info(peer)
+                    break
+                if attempt < attempts:
+                    await anyio.sleep(min(0.1 * attempt, _MAX_RETRY_GAP))
+        finally:
+            waiters = self._pending.get(addr, [])
+            if waiter in waiters:
+                waiters.remove(waiter)
+            if not waiters:
+                self._pending.pop(addr, None)
         raise HandshakeTimeoutError(
             f"handshake with node {peer_node_id:#x} at {addr!r} failed after {attempts} attempts"
         )
@@ -694,34 +715,36 @@ class MeshNode:
         key = routing_id(peer_node_id)
         attempts = retries if retries is not None else self.config.handshake_retries
         wait = timeout if timeout is not None else self.config.handshake_timeout
-        for attempt in range(1, attempts + 1):
-            initiator = HandshakeInitiator(
-                local_node_id=self.node_id,
-                peer_node_id=peer_node_id,
-                peer_static_public=bytes(peer_public_key),
-                psk=self.config.psk,
-                routed=True,
-            )
-            waiter = _PendingConnect(initiator, relay=relay)
-            self._pending_routed.setdefault(key, []).append(waiter)
-            try:
+        initiator = HandshakeInitiator(
+            local_node_id=self.node_id,
+            peer_node_id=peer_node_id,
+            peer_static_public=bytes(peer_public_key),
+            psk=self.config.psk,
+            routed=True,
+        )
+        packet1 = initiator.packet1()
+        waiter = _PendingConnect(initiator, relay=relay)
+        self._pending_routed.setdefault(key, []).append(waiter)
+        try:
+            for attempt in range(1, attempts + 1):
                 self._counters["handshakes_initiated"] += 1
-                await self._send_raw(initiator.packet1(), relay)
+                await self._send_raw(packet1, relay)
                 with anyio.move_on_after(wait):
                     await waiter.done.wait()
-            finally:
-                waiters = self._pending_routed.get(key, [])
-                if waiter in waiters:
-                    waiters.remove(waiter)
-                if not waiters:
-                    self._pending_routed.pop(key, None)
-            self._check_open()
-            if waiter.result is not None:
-                peer = self._peers.get(peer_node_id)
-                if peer is not None:
-                    return self._info(peer)
-            if attempt < attempts:
-                await anyio.sleep(0.1 * attempt)
+                self._check_open()
+                if waiter.result is not None:
+                    peer = self._peers.get(peer_node_id)
+                    if peer is not None:
+                        return self._info(peer)
+                    break
+                if attempt < attempts:
+                    await anyio.sleep(min(0.1 * attempt, _MAX_RETRY_GAP))
+        finally:
+            waiters = self._pending_routed.get(key, [])
+            if waiter in waiters:
+                waiters.remove(waiter)
+            if not waiters:
+                self._pending_routed.pop(key, None)
         raise HandshakeTimeoutError(
             f"routed handshake with node {peer_node_id:#x} via {relay!r} failed after "
             f"{attempts} attempts"
@@ -795,6 +818,11 @@ class MeshNode:
             state.wake_senders()
 
     def _remove_peer(self, peer: _Peer, kind: PeerEventKind) -> None:
+        if peer.handshake_reply and not peer.confirmed:
+            # We answered its msg1 but the initiator never used the session (our msg2 was
+            # lost): its retries of that same msg1 must get a fresh answer, not be
+            # refused as replays of a session that no longer exists.
+            self._guard.forget(peer.initiator_ephemeral)
         if self._peers.get(peer.node_id) is peer:
             del self._peers[peer.node_id]
         if self._by_addr.get(peer.address) == peer.node_id:
@@ -1205,19 +1233,34 @@ class MeshNode:
             except HandshakeAuthError:
                 continue
             except HandshakeReplayError:
-                self._drop("handshake_replay")
+                await self._answer_repeat(decode_handshake_packet(data)[:32], addr)
                 return
             except MeshDecodeError:
                 self._drop("malformed")
                 return
+            reply = response.packet()
             try:
-                await self._send_raw(response.packet(), addr)
+                await self._send_raw(reply, addr)
             except Exception:
                 self._drop("transport_error")
                 return
-            self._install(response.result, addr)
+            self._install(response.result, addr).handshake_reply = reply
             return
         self._drop("handshake_auth")
+
+    async def _answer_repeat(self, ephemeral: bytes, addr: Address) -> None:
+        """An authenticated msg1 we already answered arrived again: re-send the same
+        answer (the initiator's msg2 was lost or is late), never a second session."""
+        for peer in list(self._peers.values()):
+            if peer.alive and peer.handshake_reply and peer.initiator_ephemeral == ephemeral:
+                self._counters["handshake_replies_resent"] += 1
+                try:
+                    await self._send_raw(peer.handshake_reply, addr)
+                except Exception:
+                    if not self._closed:
+                        self._drop("transport_error")
+                return
+        self._drop("handshake_replay")
 
     def _direct_peer_at(self, addr: Address) -> _Peer | None:
         node_id = self._by_addr.get(addr)
@@ -1369,14 +1412,15 @@ class MeshNode:
             session_timeout_ns=int(self.config.session_timeout * _NS),
         )
         if decision is RotationDecision.DROP_REPLAY:
-            self._drop("handshake_replay")
+            await self._answer_repeat(result.initiator_ephemeral, addr)
             return
         if decision is RotationDecision.REFUSE_FRESH:
             self._drop("handshake_refused_fresh")
             return
         peer = self._install(result, addr, routed=True)
+        peer.handshake_reply = response.routed_packet(self.node_id)
         try:
-            await self._send_raw(response.routed_packet(self.node_id), addr)
+            await self._send_raw(peer.handshake_reply, addr)
         except Exception:
             if self._peers.get(node_id) is peer:  # roll back what nobody could confirm
                 self._remove_peer(peer, PeerEventKind.EVICTED)
@@ -1422,6 +1466,7 @@ class MeshNode:
             self._emit(PeerEventKind.REPLACED, peer)
         elif peer.alternates:
             peer.alternates = []
+        peer.confirmed = True
         now = _now()
         peer.last_rx_ns = now
         transition = self._detector.heartbeat(peer.node_id, now)

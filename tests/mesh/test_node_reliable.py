@@ -203,3 +203,79 @@ def test_feedback_names_the_gaps_and_the_sender_resends_them() -> None:
     sender.retransmitted(6, 100)
     assert sender.due(299) == []  # timeout doubled
     assert sender.due(300) == [6]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("seed", [3, 7, 12, 21])
+async def test_faults_during_the_handshake_still_give_one_session(seed: int) -> None:
+    """Retried, duplicated and reordered handshake messages must not leave the two sides
+    on different sessions (a retry re-sends the same msg1; the responder answers a repeat
+    with the msg2 it already sent). Seed 12 on trio split the sessions before that."""
+    net = MemoryNetwork(seed=seed, loss=0.15, duplicate=0.1, reorder=0.15)
+    async with _pair(net) as (a, b):
+        session = a.peer(b.node_id).session_id  # type: ignore[union-attr]
+        with anyio.fail_after(40):
+            got = await _exchange(a, b, 300, "reliable")
+        assert got == [f"event-{i:05d}".encode() for i in range(300)]
+        assert a.peer(b.node_id).session_id == session  # type: ignore[union-attr]
+        assert b.peer(a.node_id).session_id == session  # type: ignore[union-attr]
+
+
+@pytest.mark.anyio
+async def test_a_repeated_msg1_is_answered_with_the_same_msg2() -> None:
+    net = MemoryNetwork(seed=5, duplicate=1.0)  # every datagram arrives twice
+    async with _pair(net) as (a, b):
+        assert b.stats().handshake_replies_resent >= 1
+        assert a.stats().handshakes_completed == 1
+        assert b.stats().handshakes_completed == 1
+        assert a.peer(b.node_id).session_id == b.peer(a.node_id).session_id  # type: ignore[union-attr]
+
+
+@pytest.mark.anyio
+async def test_a_retried_msg1_is_answered_afresh_after_its_unused_session_was_evicted() -> None:
+    """b answers a's msg1, but every answer is lost until b gives up on the session it
+    never saw used and evicts it. a keeps re-sending the same msg1: b must answer it again
+    (a new session), not refuse it as a replay of a session that no longer exists."""
+    net = MemoryNetwork(seed=1)
+    original = net._transmit
+    blocked = True
+
+    def tap(data: bytes, src: Any, dst: Any) -> None:
+        if blocked and src == "b" and dst == "a":
+            return
+        original(data, src, dst)
+
+    net._transmit = tap  # type: ignore[method-assign]
+    async with AsyncExitStack() as stack:
+        a, b = [
+            await stack.enter_async_context(
+                MeshNode.open(
+                    MeshNodeConfig(
+                        psk=PSK,
+                        bind=name,
+                        transport="memory",
+                        transport_options=MemoryTransportConfig(net),
+                        heartbeat_interval=0.02,
+                        session_timeout=0.1,
+                        eviction_timeout=0.3,
+                        handshake_timeout=0.05,
+                    )
+                )
+            )
+            for name in ("a", "b")
+        ]
+        b.allow(a.node_id)
+        async with anyio.create_task_group() as tg:
+
+            async def unblock_after_eviction() -> None:
+                nonlocal blocked
+                with anyio.fail_after(10):
+                    while b.stats().evictions == 0:  # noqa: ASYNC110 - node internals
+                        await anyio.sleep(0.01)
+                blocked = False
+
+            tg.start_soon(unblock_after_eviction)
+            with anyio.fail_after(20):
+                info = await a.connect(b.local_address, b.public_key, b.node_id, retries=200)
+        assert b.stats().evictions >= 1
+        assert b.peer(a.node_id).session_id == info.session_id  # type: ignore[union-attr]
