@@ -661,32 +661,14 @@ class MeshNode:
             peer_static_public=bytes(peer_public_key),
             psk=self.config.psk,
         )
-        packet1 = initiator.packet1()
         waiter = _PendingConnect(initiator)
-        self._pending.setdefault(addr, []).append(waiter)
-        try:
-            for attempt in range(1, attempts + 1):
-                self._counters["handshakes_initiated"] += 1
-                await self._send_raw(packet1, addr)
-                with anyio.move_on_after(wait):
-                    await waiter.done.wait()
-                self._check_open()
-                if waiter.result is not None:
-                    peer = self._peers.get(peer_node_id)
-                    if peer is not None:
-                        return self._info(peer)
-                    break
-                if attempt < attempts:
-                    await anyio.sleep(min(0.1 * attempt, _MAX_RETRY_GAP))
-        finally:
-            waiters = self._pending.get(addr, [])
-            if waiter in waiters:
-                waiters.remove(waiter)
-            if not waiters:
-                self._pending.pop(addr, None)
-        raise HandshakeTimeoutError(
-            f"handshake with node {peer_node_id:#x} at {addr!r} failed after {attempts} attempts"
-        )
+        peer = await self._run_handshake(waiter, self._pending, addr, addr, attempts, wait)
+        if peer is None:
+            raise HandshakeTimeoutError(
+                f"handshake with node {peer_node_id:#x} at {addr!r} failed after "
+                f"{attempts} attempts"
+            )
+        return self._info(peer)
 
     async def connect_via(
         self,
@@ -722,33 +704,48 @@ class MeshNode:
             psk=self.config.psk,
             routed=True,
         )
-        packet1 = initiator.packet1()
         waiter = _PendingConnect(initiator, relay=relay)
-        self._pending_routed.setdefault(key, []).append(waiter)
+        peer = await self._run_handshake(waiter, self._pending_routed, key, relay, attempts, wait)
+        if peer is None:
+            raise HandshakeTimeoutError(
+                f"routed handshake with node {peer_node_id:#x} via {relay!r} failed after "
+                f"{attempts} attempts"
+            )
+        return self._info(peer)
+
+    async def _run_handshake(
+        self,
+        waiter: _PendingConnect,
+        pending: dict[Any, list[_PendingConnect]],
+        key: Any,
+        destination: Address,
+        attempts: int,
+        wait: float,
+    ) -> _Peer | None:
+        """Send the waiter's msg1 up to ``attempts`` times (the same bytes each time),
+        ``wait`` seconds apart plus a growing gap, until the answer installs a peer;
+        ``None`` if none did. The waiter is registered under ``pending[key]`` meanwhile.
+        """
+        packet1 = waiter.initiator.packet1()
+        pending.setdefault(key, []).append(waiter)
         try:
             for attempt in range(1, attempts + 1):
                 self._counters["handshakes_initiated"] += 1
-                await self._send_raw(packet1, relay)
+                await self._send_raw(packet1, destination)
                 with anyio.move_on_after(wait):
                     await waiter.done.wait()
                 self._check_open()
                 if waiter.result is not None:
-                    peer = self._peers.get(peer_node_id)
-                    if peer is not None:
-                        return self._info(peer)
-                    break
+                    return self._peers.get(waiter.result.peer_node_id)
                 if attempt < attempts:
                     await anyio.sleep(min(0.1 * attempt, _MAX_RETRY_GAP))
         finally:
-            waiters = self._pending_routed.get(key, [])
+            waiters = pending.get(key, [])
             if waiter in waiters:
                 waiters.remove(waiter)
             if not waiters:
-                self._pending_routed.pop(key, None)
-        raise HandshakeTimeoutError(
-            f"routed handshake with node {peer_node_id:#x} via {relay!r} failed after "
-            f"{attempts} attempts"
-        )
+                pending.pop(key, None)
+        return None
 
     async def disconnect(self, peer_node_id: int) -> bool:
         """Forget the session with ``peer_node_id`` locally (its streams end); True if
